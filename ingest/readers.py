@@ -1,0 +1,174 @@
+"""Catalog and event readers: a CSV or JSONL file in, validated records and row errors out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ingest import values
+from ingest.errors import ReadResult, RowError
+from ingest.sources import Record, iter_records
+from semrec.catalog import KNOWN_FIELDS, Event, Product
+
+V = TypeVar("V")
+
+CATALOG_REQUIRED = ("product_id", "title")
+EVENTS_REQUIRED = ("user_id", "product_id", "timestamp")
+DEFAULT_EVENT = "purchase"
+
+
+def read_catalog(path: str | Path) -> ReadResult[Product]:
+    """Read a product catalog (``.csv``, or ``.jsonl``/``.ndjson``: one JSON object a line).
+
+    Fields: ``product_id`` and ``title`` required (stripped, blank is an error);
+    ``description`` (default ""), ``category``, ``brand``; ``price`` (finite float >= 0);
+    ``in_stock`` (true/false, 1/0, yes/no, any case; blank is None); ``image`` (a local path
+    relative to the catalog file's folder, resolved to an absolute path; its existence is
+    not checked here; a URL is an error). Every other column goes to ``attributes`` as text
+    (blank values skipped; JSON numbers/booleans/arrays/objects converted to text).
+
+    A row with any bad field is left out and each bad field reported as a ``RowError``; good
+    rows are returned in file order. A ``product_id`` already taken by an earlier good row
+    is an error naming that row's line (the first good occurrence wins). In CSV, blank rows
+    are skipped, a UTF-8 BOM is tolerated, header names are stripped, columns with an empty
+    header name are ignored, a row with fewer values than columns has the rest blank, and a
+    row with more (non-blank) values than columns is an error.
+
+    Raises ``ValueError`` (naming the file) for an unsupported suffix, a CSV header missing
+    ``product_id`` or ``title`` or repeating a column, or a CSV file that is not UTF-8;
+    ``OSError`` (e.g. ``FileNotFoundError``) if the file cannot be read.
+    """
+    path = Path(path)
+    folder = path.absolute().parent
+    items: list[Product] = []
+    errors: list[RowError] = []
+    first_line: dict[str, int] = {}
+    for record in iter_records(path, CATALOG_REQUIRED):
+        if isinstance(record, RowError):
+            errors.append(record)
+            continue
+        product, row_errors = _product(record, path.name, folder)
+        if product is None:
+            errors.extend(row_errors)
+        elif product.product_id in first_line:
+            errors.append(
+                RowError(
+                    path.name,
+                    record.line,
+                    "product_id",
+                    f"duplicates the product on line {first_line[product.product_id]}",
+                    value=product.product_id,
+                    product_id=product.product_id,
+                )
+            )
+        else:
+            first_line[product.product_id] = record.line
+            items.append(product)
+    return ReadResult(items, errors)
+
+
+def read_events(path: str | Path) -> ReadResult[Event]:
+    """Read interaction events (``.csv``, or ``.jsonl``/``.ndjson``).
+
+    Fields: ``user_id``, ``product_id`` (required, stripped), ``timestamp`` (required: a
+    number, kept as float seconds or ordinal, or an ISO-8601 date/datetime converted to
+    epoch seconds, naive taken as UTC, trailing ``Z`` accepted) and ``event`` (optional,
+    stripped and lower-cased, blank or absent means ``"purchase"``). Other columns are
+    ignored. Whether the product exists is not checked (that is the caller's job).
+
+    Bad rows are reported as ``RowError`` (one per bad field) and left out; CSV handling and
+    exceptions are as for ``read_catalog`` (required header columns: ``user_id``,
+    ``product_id``, ``timestamp``).
+    """
+    path = Path(path)
+    items: list[Event] = []
+    errors: list[RowError] = []
+    for record in iter_records(path, EVENTS_REQUIRED):
+        if isinstance(record, RowError):
+            errors.append(record)
+            continue
+        fields = _Fields(path.name, record)
+        user_id = fields.parse("user_id", values.text, required=True)
+        product_id = fields.parse("product_id", values.text, required=True)
+        stamp = fields.parse("timestamp", values.timestamp, required=True)
+        kind = fields.parse("event", values.text)
+        if user_id is None or product_id is None or stamp is None or fields.problems:
+            errors.extend(fields.errors(product_id))
+            continue
+        items.append(Event(user_id, product_id, stamp, (kind or DEFAULT_EVENT).lower()))
+    return ReadResult(items, errors)
+
+
+def _product(record: Record, source: str, folder: Path) -> tuple[Product | None, list[RowError]]:
+    """The record as a Product, or None and its errors."""
+    fields = _Fields(source, record)
+    product_id = fields.parse("product_id", values.text, required=True)
+    title = fields.parse("title", values.text, required=True)
+    description = fields.parse("description", values.text)
+    category = fields.parse("category", values.text)
+    brand = fields.parse("brand", values.text)
+    price = fields.parse("price", values.price)
+    in_stock = fields.parse("in_stock", values.boolean)
+    image = fields.parse("image", lambda raw: _image_path(raw, folder))
+    if product_id is None or title is None or fields.problems:
+        return None, fields.errors(product_id)
+    attributes = {
+        name: text
+        for name, raw in record.values.items()
+        if name not in KNOWN_FIELDS and (text := values.attribute(raw)) is not None
+    }
+    product = Product(
+        product_id=product_id,
+        title=title,
+        description=description or "",
+        category=category,
+        brand=brand,
+        price=price,
+        in_stock=in_stock,
+        image=image,
+        attributes=attributes,
+    )
+    return product, []
+
+
+def _image_path(raw: object, folder: Path) -> Path | None:
+    name = values.text(raw)
+    if name is None:
+        return None
+    if "://" in name:
+        raise values.InvalidValue("is a URL; only local file paths are supported")
+    try:
+        return (folder / name).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. NUL byte, symlink loop
+        raise values.InvalidValue(f"is not a usable file path ({exc})") from None
+
+
+class _Fields:
+    """Parses the fields of one record, remembering every bad one."""
+
+    def __init__(self, source: str, record: Record) -> None:
+        self.source = source
+        self.record = record
+        self.problems: list[tuple[str, str, str | None]] = []  # (field, reason, value)
+
+    def parse(
+        self, name: str, parser: Callable[[object], V | None], *, required: bool = False
+    ) -> V | None:
+        """The parsed value of column ``name`` (None if absent/blank or bad)."""
+        raw = self.record.values.get(name)
+        try:
+            value = parser(raw)
+        except values.InvalidValue as exc:
+            self.problems.append((name, str(exc), values.display(raw)))
+            return None
+        if value is None and required:
+            self.problems.append((name, "missing value", None))
+        return value
+
+    def errors(self, product_id: str | None) -> list[RowError]:
+        """One RowError per bad field, tagged with the row's product id when known."""
+        return [
+            RowError(self.source, self.record.line, name, reason, value, product_id)
+            for name, reason, value in self.problems
+        ]

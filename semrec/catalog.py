@@ -1,0 +1,67 @@
+"""The domain records every stage shares: a product and an interaction event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Catalog columns with a meaning of their own; every other column is an attribute.
+KNOWN_FIELDS = (
+    "product_id", "title", "description", "category", "brand", "price", "in_stock", "image",
+)
+
+
+@dataclass(frozen=True)
+class Product:
+    """One validated catalog row.
+
+    ``image`` is an absolute path, already resolved against the catalog file's folder;
+    ``attributes`` holds every column that is not a known field, as strings.
+    """
+
+    product_id: str
+    title: str
+    description: str = ""
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    in_stock: bool | None = None
+    image: Path | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """The text the text encoder sees: title, category, brand, attributes, description."""
+        parts = [self.title]
+        if self.category:
+            parts.append(f"Category: {self.category}")
+        if self.brand:
+            parts.append(f"Brand: {self.brand}")
+        parts += [f"{key}: {value}" for key, value in sorted(self.attributes.items()) if value]
+        if self.description:
+            parts.append(self.description)
+        return ". ".join(parts)
+
+    def payload(self) -> dict[str, Any]:
+        """The fields stored beside the vector (filterable in the index)."""
+        payload: dict[str, Any] = {"product_id": self.product_id, "title": self.title}
+        for key in ("description", "category", "brand", "price", "in_stock"):
+            value = getattr(self, key)
+            if value not in (None, ""):
+                payload[key] = value
+        if self.image is not None:
+            payload["image"] = str(self.image)
+        if self.attributes:
+            payload["attributes"] = dict(self.attributes)
+        return payload
+
+
+@dataclass(frozen=True)
+class Event:
+    """One interaction. ``timestamp`` is seconds since the epoch, or an ordinal when the
+    source only orders a user's events (both sort the same way)."""
+
+    user_id: str
+    product_id: str
+    timestamp: float
+    event: str = "purchase"

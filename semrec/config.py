@@ -1,0 +1,126 @@
+"""One typed configuration tree, loaded once and handed to the objects that need it.
+
+Precedence, highest first: ``SEMREC_*`` environment variables (nested with ``__``, e.g.
+``SEMREC_IMAGE__PRETRAINED=/models/clip.bin``), then the TOML config file
+(``SEMREC_CONFIG``, else ``<home>/semrec.toml`` when it exists), then the defaults below.
+The data directory itself comes from ``--home``, else ``SEMREC_HOME``, else ``./semrec-data``.
+Every value is validated at load time: a typo in the file is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_HOME = Path("semrec-data")
+CONFIG_FILE_NAME = "semrec.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextEncoderSettings(_Section):
+    """The frozen text encoder: a name from ``encoders/known.json`` or a local model folder."""
+
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(64, ge=1)
+
+
+class ImageEncoderSettings(_Section):
+    """The frozen open_clip image encoder.
+
+    ``pretrained`` is an open_clip tag (downloaded once where there is internet, then read
+    from the Hugging Face cache) or a local checkpoint file. ``model_config_file`` registers
+    an open_clip model config (JSON) for architectures open_clip does not ship.
+    """
+
+    enabled: bool = True
+    model: str = "ViT-B-32"
+    pretrained: str = "laion2b_s34b_b79k"
+    model_config_file: Path | None = None
+    allow_download: bool = True
+    batch_size: int = Field(32, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+
+
+class TowerSettings(_Section):
+    """The item tower: one projection head per modality, fused into ``dim`` dimensions."""
+
+    dim: int = Field(384, ge=8, le=4096)
+    text_weight: float = Field(1.0, ge=0)
+    image_weight: float = Field(1.0, ge=0)
+    seed: int = 0
+
+
+class UserSettings(_Section):
+    """The user tower: how a history of interactions is pooled into one vector.
+
+    ``half_life`` is counted in events: the event ``half_life`` places before the newest
+    weighs half as much. ``bought_events`` are left out of the user's feed.
+    """
+
+    pooling: Literal["mean", "recency"] = "recency"
+    half_life: float = Field(10.0, gt=0)
+    max_history: int = Field(100, ge=1)
+    event_weights: dict[str, float] = {"purchase": 1.0, "add_to_cart": 0.6, "view": 0.3}
+    default_event_weight: float = Field(0.3, ge=0)
+    bought_events: tuple[str, ...] = ("purchase",)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. ``store`` empty means the embedded Qdrant Edge shard under
+    ``<home>/index``; ``http(s)://host:6333`` means a Qdrant server or cluster."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEMREC_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    home: Path = DEFAULT_HOME
+    store: str = ""
+    text: TextEncoderSettings = TextEncoderSettings()
+    image: ImageEncoderSettings = ImageEncoderSettings()
+    tower: TowerSettings = TowerSettings()
+    user: UserSettings = UserSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment outranks the config file, which arrives as init values.
+        return (env_settings, init_settings)
+
+
+class ConfigError(ValueError):
+    """The configuration file or an environment override is invalid."""
+
+
+def load_settings(home: Path | str | None = None, config_file: Path | str | None = None,
+                  **overrides: Any) -> Settings:
+    """Load the configuration tree; ``home`` (the ``--home`` flag) outranks ``SEMREC_HOME``."""
+    home_path = Path(home or os.environ.get("SEMREC_HOME") or DEFAULT_HOME)
+    path = Path(config_file or os.environ.get("SEMREC_CONFIG") or home_path / CONFIG_FILE_NAME)
+    values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    elif config_file is not None:
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration (file {path}, SEMREC_* env): {exc}") from exc
+    update = {"home": home_path, **overrides}
+    return settings.model_copy(update=update)

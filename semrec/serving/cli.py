@@ -1,0 +1,200 @@
+"""The ``semrec`` command line (typer + rich).
+
+typer gives typed options with help for free; rich gives tables and progress bars.
+Results go to stdout (``--json`` for machines); progress, warnings and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from semrec.config import ConfigError, Settings, load_settings
+from semrec.home import HomeBusy
+from semrec.index.base import Filters
+from semrec.serving.context import EmptyIndex, ModelMismatch, Semrec
+from semrec.serving.recommender import Recommendation, UnknownProduct
+
+app = typer.Typer(help="semrec: multimodal semantic product recommendations.",
+                  no_args_is_help=True, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+
+#: Errors a user can act on: printed as one clear line, exit status 1.
+USER_ERRORS = (UnknownProduct, HomeBusy, EmptyIndex, ConfigError, ModelMismatch, ValueError,
+               FileNotFoundError)
+
+HomeOption = Annotated[Path | None, typer.Option(
+    "--home", envvar="SEMREC_HOME", help="Data directory (default ./semrec-data).")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+KOption = Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="How many results.")]
+CategoryOption = Annotated[str | None, typer.Option("--category", help="Only this category.")]
+
+
+@app.callback()
+def main(ctx: typer.Context, home: HomeOption = None) -> None:
+    ctx.obj = home
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return load_settings(home=ctx.obj)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
+
+
+@app.command()
+def ingest(ctx: typer.Context,
+           catalog: Annotated[Path, typer.Argument(help="Catalog file (.csv or .jsonl).")],
+           strict: Annotated[bool, typer.Option(help="Exit 1 if any row was rejected.")] = False,
+           as_json: JsonFlag = False) -> None:
+    """Read, validate, encode and index a catalog (new and changed products only)."""
+    from ingest import image_digest, load_image, read_catalog
+    from semrec.index.builder import ImageSource
+
+    with _user_errors():
+        settings = _settings(ctx)
+        result = read_catalog(catalog)
+        for error in result.errors:
+            err.print(f"[yellow]rejected:[/] {error}", highlight=False)
+        images = ImageSource(
+            digest=image_digest,
+            load=lambda p: load_image(p, max_pixels=settings.image.max_pixels),
+        )
+        with Semrec(settings, role="ingest") as sr, _progress() as bar:
+            builder = sr.builder(images)
+            task = bar.add_task("indexing", total=len(result.items))
+            report = builder.ingest(result.items, on_progress=lambda n: bar.advance(task, n))
+            total = sr.products.count()
+        if report.image_problem:
+            err.print(f"[bold yellow]WARNING: text-only indexing.[/] {report.image_problem}",
+                      highlight=False)
+        for pid, reason in report.image_errors:
+            err.print(f"[yellow]image skipped[/] for {pid}: {reason} (indexed from its text)",
+                      highlight=False)
+        summary = {
+            "rows": len(result.items) + len(result.errors), "rejected": len(result.errors),
+            "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
+            "images_added": report.images_added, "texts_encoded": report.texts_encoded,
+            "images_encoded": report.images_encoded, "image_errors": len(report.image_errors),
+            "text_only": report.image_problem is not None, "products": total,
+            "seconds": {k: round(v, 3) for k, v in report.seconds.items()},
+        }
+        if as_json:
+            out.print_json(data=summary)
+        else:
+            out.print(f"{summary['added']} added, {summary['updated']} updated, "
+                      f"{summary['unchanged']} unchanged, {summary['rejected']} rejected; "
+                      f"encoded {summary['texts_encoded']} texts and {summary['images_encoded']} "
+                      f"images; {total} products indexed.")
+    if strict and result.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def events(ctx: typer.Context,
+           file: Annotated[Path, typer.Argument(help="Events file (.csv or .jsonl).")],
+           as_json: JsonFlag = False) -> None:
+    """Load interactions (user_id, product_id, timestamp, event) into the event log."""
+    from ingest import read_events
+
+    with _user_errors():
+        settings = _settings(ctx)
+        result = read_events(file)
+        for error in result.errors:
+            err.print(f"[yellow]rejected:[/] {error}", highlight=False)
+        with Semrec(settings, role="events", own_index=False) as sr:
+            unknown = sorted({e.product_id for e in result.items}
+                             - sr.products.known(e.product_id for e in result.items))
+            report = sr.events.add(result.items)
+            summary = {"rows": len(result.items) + len(result.errors),
+                       "rejected": len(result.errors), "inserted": report.inserted,
+                       "duplicates": report.duplicates, "unknown_products": len(unknown),
+                       "events": sr.events.count(), "users": sr.events.user_count()}
+        if unknown:
+            n_events = sum(e.product_id in set(unknown) for e in result.items)
+            err.print(f"[yellow]{n_events} event(s) name {len(unknown)} product(s) not in the "
+                      f"catalog[/] (e.g. {', '.join(unknown[:5])}): kept, they count once those "
+                      "products are ingested.", highlight=False)
+        if as_json:
+            out.print_json(data=summary)
+        else:
+            out.print(f"{report.inserted} events loaded ({report.duplicates} already there, "
+                      f"{len(result.errors)} rejected); {summary['events']} events from "
+                      f"{summary['users']} users in total.")
+
+
+@app.command()
+def similar(ctx: typer.Context, product_id: str, k: KOption = 10,
+            category: CategoryOption = None, as_json: JsonFlag = False) -> None:
+    """Products most similar to PRODUCT_ID (never itself)."""
+    with _user_errors(), Semrec(_settings(ctx), role="similar") as sr:
+        items = sr.recommender().similar(product_id, k, Filters(category=category))
+    _show(items, as_json, f"Similar to {product_id}")
+
+
+@app.command()
+def feed(ctx: typer.Context, user_id: str, k: KOption = 10, category: CategoryOption = None,
+         as_json: JsonFlag = False) -> None:
+    """A personalised feed for USER_ID, leaving out what they already bought."""
+    with _user_errors(), Semrec(_settings(ctx), role="feed") as sr:
+        result = sr.recommender().feed(user_id, k, Filters(category=category))
+    if not result.personalised:
+        err.print(f"user {user_id!r} has no history yet: showing popular products.",
+                  highlight=False)
+    title = (f"Feed for {user_id} (from {result.history_size} interactions)"
+             if result.personalised else f"Popular products (no history for {user_id})")
+    _show(result.items, as_json, title)
+
+
+@app.command()
+def info(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Counts of products, users and events; the models and their versions."""
+    with _user_errors(), Semrec(_settings(ctx), role="info", own_index=False) as sr:
+        data = sr.info()
+    if as_json:
+        out.print_json(data=data)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("home", "products", "users", "events", "features_cached", "store"):
+        table.add_row(key, str(data[key]))
+    model = data["model"]
+    table.add_row("model", "none yet" if model is None else
+                  f"{model['version']} ({model['kind']}, dim {model['dim']}, "
+                  f"encoders {model['encoders']})")
+    table.add_row("model versions", ", ".join(data["model_versions"]) or "none")
+    out.print(table)
+
+
+def _show(items: list[Recommendation], as_json: bool, title: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps([i.to_dict() for i in items], ensure_ascii=False) + "\n")
+        return
+    table = Table(title=title)
+    for column in ("#", "product_id", "score", "title", "category", "price"):
+        table.add_column(column)
+    for rank, item in enumerate(items, 1):
+        price: Any = item.payload.get("price", "")
+        table.add_row(str(rank), item.product_id, f"{item.score:.3f}", item.title,
+                      str(item.payload.get("category", "")), str(price))
+    out.print(table)

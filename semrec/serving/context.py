@@ -1,0 +1,148 @@
+"""What one process opens on a data directory, wired from the config tree.
+
+Front objects stay thin: this module only builds and hands out the stage objects
+(store, tower, builder, recommender); each does its own work.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from semrec.config import Settings
+from semrec.encoders import (
+    create_image_encoder,
+    create_text_encoder,
+    image_dim,
+    image_encoder_id,
+    text_dim,
+    text_encoder_id,
+)
+from semrec.home import Home, OwnerLock
+from semrec.index import VectorStore, open_store
+from semrec.index.builder import ImageSource, IndexBuilder
+from semrec.serving.recommender import Recommender
+from semrec.state import EventLog, FeatureCache, ProductTable, connect
+from semrec.towers import ItemTower, ItemTowerConfig, ModelManifest, ModelRegistry
+
+
+class ModelMismatch(RuntimeError):
+    """The configured encoders differ from those the current model was built on."""
+
+
+class Semrec:
+    """The data directory opened by one process. Use as a context manager."""
+
+    def __init__(self, settings: Settings, role: str = "cli", own_index: bool = True) -> None:
+        self.settings = settings
+        self.home = Home(settings.home)
+        self._lock: OwnerLock | None = None
+        if own_index and not settings.store:  # only the embedded store is single-owner
+            self._lock = self.home.lock(role)
+            self._lock.acquire()
+        self.conn = connect(self.home.db_path)
+        self.models = ModelRegistry(self.home.models)
+        self.events = EventLog(self.conn)
+        self.products = ProductTable(self.conn)
+        self.features = FeatureCache(self.conn)
+        self._store: VectorStore | None = None
+
+    # -- model ---------------------------------------------------------------------------
+    def encoder_ids(self) -> dict[str, Any]:
+        return {"text": text_encoder_id(self.settings.text),
+                "image": image_encoder_id(self.settings.image)}
+
+    def current_model(self, create: bool = False) -> tuple[ItemTower, ModelManifest] | None:
+        """The served tower version; with ``create``, an untrained one if there is none."""
+        version = self.models.current_version()
+        if version is None:
+            if not create:
+                return None
+            manifest = self._create_initial_model()
+            version = manifest.version
+        tower, manifest, _ = self.models.load(version)
+        self._check_encoders(manifest)
+        return tower, manifest
+
+    def _create_initial_model(self) -> ModelManifest:
+        s = self.settings
+        config = ItemTowerConfig(
+            text_dim=text_dim(s.text), image_dim=image_dim(s.image), dim=s.tower.dim,
+            text_weight=s.tower.text_weight, image_weight=s.tower.image_weight, seed=s.tower.seed,
+        )
+        manifest = self.models.save(ItemTower(config), kind="init", encoders=self._encoder_names())
+        self.models.promote(manifest.version)
+        return manifest
+
+    def _encoder_names(self) -> dict[str, str]:
+        return {"text": self.settings.text.model, "image": self.settings.image.model}
+
+    def _check_encoders(self, manifest: ModelManifest) -> None:
+        configured = self._encoder_names()
+        if manifest.encoders != configured:
+            raise ModelMismatch(
+                f"model {manifest.version} was built on encoders {manifest.encoders}, but the "
+                f"config names {configured}; use a new --home for different encoders"
+            )
+
+    # -- stages --------------------------------------------------------------------------
+    @cached_property
+    def store(self) -> VectorStore:
+        model = self.current_model(create=False)
+        if model is None:
+            raise EmptyIndex(self.settings.home)
+        tower, manifest = model
+        return self.open_store(manifest.version, tower.config.dim)
+
+    def open_store(self, version: str, dim: int) -> VectorStore:
+        return open_store(self.settings.store, self.home.index, version, dim)
+
+    def builder(self, images: ImageSource) -> IndexBuilder:
+        tower, manifest = self.current_model(create=True)
+        store = self.open_store(manifest.version, tower.config.dim)
+        self.__dict__["store"] = store
+        s = self.settings
+        return IndexBuilder(
+            self.conn, store, tower, manifest.version,
+            text_encoder=lambda: create_text_encoder(s.text),
+            image_encoder=(lambda: create_image_encoder(s.image)) if s.image.enabled else None,
+            encoder_ids=self.encoder_ids(), images=images,
+        )
+
+    def recommender(self) -> Recommender:
+        return Recommender(self.store, self.events, self.products, self.settings.user)
+
+    def info(self) -> dict[str, Any]:
+        version = self.models.current_version()
+        model = self.models.manifest(version) if version else None
+        return {
+            "home": str(self.settings.home.resolve()),
+            "products": self.products.count(),
+            "users": self.events.user_count(),
+            "events": self.events.count(),
+            "features_cached": self.features.count(),
+            "store": self.settings.store or f"edge://{self.home.index.resolve()}",
+            "model": None if model is None else {
+                "version": model.version, "kind": model.kind, "encoders": model.encoders,
+                "dim": model.item_tower["dim"],
+            },
+            "model_versions": self.models.versions(),
+        }
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.__dict__.pop("store").close()
+        self.conn.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> Semrec:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EmptyIndex(LookupError):
+    def __init__(self, home: Any) -> None:
+        super().__init__(f"no products indexed in {home} yet: run `semrec ingest CATALOG` first")

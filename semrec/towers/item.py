@@ -1,0 +1,65 @@
+"""The item tower: one trainable projection head per modality over frozen features,
+fused into one L2-normalised vector.
+
+    v = normalise( sum_m  w_m * normalise(W_m x_m) )      over the modalities m a product has
+
+Heads start orthogonal, so before any training the text head is an isometry of the frozen
+text space (when ``dim`` >= the text width) and similarity is already the encoder's own.
+A product without an image simply has no image term: its vector is its text vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ItemTowerConfig:
+    text_dim: int
+    image_dim: int
+    dim: int = 384
+    text_weight: float = 1.0
+    image_weight: float = 1.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ItemTower(nn.Module):
+    def __init__(self, config: ItemTowerConfig) -> None:
+        super().__init__()
+        self.config = config
+        generator = torch.Generator().manual_seed(config.seed)
+        self.text_head = nn.Linear(config.text_dim, config.dim, bias=False)
+        self.image_head = nn.Linear(config.image_dim, config.dim, bias=False)
+        for head in (self.text_head, self.image_head):
+            nn.init.orthogonal_(head.weight, generator=generator)
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor | None = None,
+                has_image: torch.Tensor | None = None) -> torch.Tensor:
+        """``text`` (n, text_dim); ``image`` (n, image_dim) with ``has_image`` (n,) bool."""
+        c = self.config
+        fused = c.text_weight * _normalise(self.text_head(text))
+        if image is not None:
+            mask = has_image.to(fused.dtype).unsqueeze(1) if has_image is not None else 1.0
+            fused = fused + mask * c.image_weight * _normalise(self.image_head(image))
+        return _normalise(fused)
+
+    @torch.inference_mode()
+    def embed(self, text: np.ndarray, image: np.ndarray | None = None,
+              has_image: np.ndarray | None = None) -> np.ndarray:
+        """NumPy in, float32 (n, dim) out; the path ingest and re-indexing use."""
+        self.eval()
+        image_t = torch.from_numpy(np.asarray(image, np.float32)) if image is not None else None
+        mask_t = torch.from_numpy(np.asarray(has_image, bool)) if has_image is not None else None
+        out = self(torch.from_numpy(np.asarray(text, np.float32)), image_t, mask_t)
+        return out.numpy().astype(np.float32)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.normalize(x, dim=-1, eps=1e-12)
