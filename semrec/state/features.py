@@ -39,7 +39,8 @@ class FeatureCache:
         vectors = np.asarray(vectors, dtype="<f4")
         self.conn.executemany(
             "INSERT OR REPLACE INTO features (key, encoder, dim, vector) VALUES (?, ?, ?, ?)",
-            [(key, encoder_id, vectors.shape[1], vec.tobytes()) for key, vec in zip(keys, vectors, strict=False)],
+            [(key, encoder_id, vectors.shape[1], vec.tobytes())
+             for key, vec in zip(keys, vectors, strict=True)],
         )
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
