@@ -10,7 +10,7 @@ sha256 of an image file, for use as a cache key.
 from __future__ import annotations
 
 from ingest.errors import ReadResult, RowError
-from ingest.images import ImageError, image_digest, load_image
+from ingest.images import ImageError, image_digest, image_source, load_image
 from ingest.readers import read_catalog, read_events
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ReadResult",
     "RowError",
     "image_digest",
+    "image_source",
     "load_image",
     "read_catalog",
     "read_events",

@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from semrec.index.builder import ImageSource
 
 #: EXIF orientation value -> the transpose that displays the image upright.
 _ORIENTATION_TAG = 0x0112
@@ -101,3 +105,11 @@ def image_digest(path: str | Path) -> str:
         raise ImageError(path, "file not found") from None
     except OSError as exc:
         raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from exc
+
+
+def image_source(max_pixels: int = 40_000_000) -> ImageSource:
+    """The indexing stage's view of product images: digests and bounded, safe loads."""
+    from semrec.index.builder import ImageSource
+
+    return ImageSource(digest=image_digest,
+                       load=lambda path: load_image(path, max_pixels=max_pixels))

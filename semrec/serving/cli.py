@@ -69,18 +69,14 @@ def ingest(ctx: typer.Context,
            strict: Annotated[bool, typer.Option(help="Exit 1 if any row was rejected.")] = False,
            as_json: JsonFlag = False) -> None:
     """Read, validate, encode and index a catalog (new and changed products only)."""
-    from ingest import image_digest, load_image, read_catalog
-    from semrec.index.builder import ImageSource
+    from ingest import image_source, read_catalog
 
     with _user_errors():
         settings = _settings(ctx)
         result = read_catalog(catalog)
         for error in result.errors:
             err.print(f"[yellow]rejected:[/] {error}", highlight=False)
-        images = ImageSource(
-            digest=image_digest,
-            load=lambda p: load_image(p, max_pixels=settings.image.max_pixels),
-        )
+        images = image_source(settings.image.max_pixels)
         with Semrec(settings, role="ingest") as sr, _progress() as bar:
             builder = sr.builder(images)
             task = bar.add_task("indexing", total=len(result.items))
