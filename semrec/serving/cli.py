@@ -23,6 +23,7 @@ from semrec.home import HomeBusy
 from semrec.index.base import Filters
 from semrec.serving.context import EmptyIndex, ModelMismatch, Semrec
 from semrec.serving.recommender import Recommendation, UnknownProduct
+from semrec.state import InsertReport
 
 app = typer.Typer(help="semrec: multimodal semantic product recommendations.",
                   no_args_is_help=True, add_completion=False)
@@ -122,7 +123,15 @@ def events(ctx: typer.Context,
         with Semrec(settings, role="events", own_index=False) as sr:
             unknown = sorted({e.product_id for e in result.items}
                              - sr.products.known(e.product_id for e in result.items))
-            report = sr.events.add(result.items)
+            report = InsertReport(0, 0)
+            with _progress() as bar:
+                task = bar.add_task("loading events", total=len(result.items))
+                for start in range(0, len(result.items), 20_000):
+                    chunk = result.items[start:start + 20_000]
+                    added = sr.events.add(chunk)
+                    report = InsertReport(report.inserted + added.inserted,
+                                          report.duplicates + added.duplicates)
+                    bar.advance(task, len(chunk))
             summary = {"rows": len(result.items) + len(result.errors),
                        "rejected": len(result.errors), "inserted": report.inserted,
                        "duplicates": report.duplicates, "unknown_products": len(unknown),
