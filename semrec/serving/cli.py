@@ -137,7 +137,8 @@ def events(ctx: typer.Context,
                        "duplicates": report.duplicates, "unknown_products": len(unknown),
                        "events": sr.events.count(), "users": sr.events.user_count()}
         if unknown:
-            n_events = sum(e.product_id in set(unknown) for e in result.items)
+            unknown_set = set(unknown)
+            n_events = sum(e.product_id in unknown_set for e in result.items)
             err.print(f"[yellow]{n_events} event(s) name {len(unknown)} product(s) not in the "
                       f"catalog[/] (e.g. {', '.join(unknown[:5])}): kept, they count once those "
                       "products are ingested.", highlight=False)
