@@ -103,13 +103,13 @@ class IndexBuilder:
         return self._text
 
     def image_encoder(self) -> Encoder | None:
-        """Loaded on first need; None (with ``image_problem`` set, warned once) when the
-        weights cannot be had, and the run goes on text-only."""
+        """Loaded on first need; None when the weights cannot be had: the run goes on
+        text-only and ``image_problem`` (reported once, in the ingest report) says why."""
         if self._image is None and self.image_problem is None and self._image_factory:
             try:
                 self._image = self._image_factory()
             except EncoderUnavailable as exc:
-                log.warning("image encoder unavailable, indexing text only: %s", exc)
+                log.info("image encoder unavailable, indexing text only: %s", exc)
                 self.image_problem = str(exc)
         return self._image
 
