@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,9 +108,34 @@ def image_digest(path: str | Path) -> str:
         raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from exc
 
 
-def image_source(max_pixels: int = 40_000_000) -> ImageSource:
-    """The indexing stage's view of product images: digests and bounded, safe loads."""
+def inside_roots(path: str | Path, roots: Sequence[str | Path]) -> Path:
+    """``path`` with symlinks and ``..`` resolved, if that lies under one of ``roots``
+    (themselves resolved); raises ``ImageError`` otherwise. This is what keeps a catalog row
+    or an API client from reading ``../../etc/passwd``, an absolute path elsewhere, or a
+    symlink that points out of the catalog's folder."""
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
+        raise ImageError(path, f"is not a usable file path ({exc})") from None
+    for root in roots:
+        if real.is_relative_to(Path(root).resolve()):
+            return real
+    raise ImageError(path, "is outside the allowed image folders (the catalog's folder and "
+                           "image.allowed_roots)")
+
+
+def image_source(max_pixels: int = 40_000_000,
+                 roots: Sequence[str | Path] | None = None) -> ImageSource:
+    """The indexing stage's view of product images: digests and bounded, safe loads.
+
+    With ``roots``, every path is checked with ``inside_roots`` again when it is read (a
+    path that was fine when the catalog was read may since have become a symlink out)."""
     from semrec.index.builder import ImageSource
 
-    return ImageSource(digest=image_digest,
-                       load=lambda path: load_image(path, max_pixels=max_pixels))
+    if roots is None:
+        return ImageSource(digest=image_digest,
+                           load=lambda path: load_image(path, max_pixels=max_pixels))
+    allowed = tuple(roots)
+    return ImageSource(
+        digest=lambda path: image_digest(inside_roots(path, allowed)),
+        load=lambda path: load_image(inside_roots(path, allowed), max_pixels=max_pixels))

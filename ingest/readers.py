@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from ingest import values
 from ingest.errors import ReadResult, RowError
+from ingest.images import ImageError, inside_roots
 from ingest.sources import Record, iter_records
-from semrec.catalog import KNOWN_FIELDS, Event, Product
+from semrec.catalog import KNOWN_FIELDS, MAX_CHARS, Event, Product
 
 V = TypeVar("V")
 
@@ -18,15 +19,19 @@ EVENTS_REQUIRED = ("user_id", "product_id", "timestamp")
 DEFAULT_EVENT = "purchase"
 
 
-def read_catalog(path: str | Path) -> ReadResult[Product]:
+def read_catalog(path: str | Path, *,
+                 image_roots: Sequence[str | Path] = ()) -> ReadResult[Product]:
     """Read a product catalog (``.csv``, or ``.jsonl``/``.ndjson``: one JSON object a line).
 
     Fields: ``product_id`` and ``title`` required (stripped, blank is an error);
     ``description`` (default ""), ``category``, ``brand``; ``price`` (finite float >= 0);
     ``in_stock`` (true/false, 1/0, yes/no, any case; blank is None); ``image`` (a local path
-    relative to the catalog file's folder, resolved to an absolute path; its existence is
-    not checked here; a URL is an error). Every other column goes to ``attributes`` as text
-    (blank values skipped; JSON numbers/booleans/arrays/objects converted to text).
+    relative to the catalog file's folder, resolved to an absolute path with symlinks
+    followed; it must lie inside that folder or one of ``image_roots``, so ``../..``, an
+    absolute path elsewhere or a symlink out of the folder is an error, as is a URL; whether
+    the file exists and is an image is checked when it is loaded). Text fields longer than
+    ``semrec.catalog.MAX_CHARS`` allows are errors. Every other column goes to ``attributes``
+    as text (blank values skipped; JSON numbers/booleans/arrays/objects converted to text).
 
     A row with any bad field is left out and each bad field reported as a ``RowError``; good
     rows are returned in file order. A ``product_id`` already taken by an earlier good row
@@ -48,7 +53,7 @@ def read_catalog(path: str | Path) -> ReadResult[Product]:
         if isinstance(record, RowError):
             errors.append(record)
             continue
-        product, row_errors = _product(record, path.name, folder)
+        product, row_errors = _product(record, path.name, folder, (folder, *image_roots))
         if product is None:
             errors.extend(row_errors)
         elif product.product_id in first_line:
@@ -68,20 +73,25 @@ def read_catalog(path: str | Path) -> ReadResult[Product]:
     return ReadResult(items, errors)
 
 
-def read_events(path: str | Path) -> ReadResult[Event]:
+def read_events(path: str | Path, *,
+                event_types: Collection[str] | None = None) -> ReadResult[Event]:
     """Read interaction events (``.csv``, or ``.jsonl``/``.ndjson``).
 
-    Fields: ``user_id``, ``product_id`` (required, stripped), ``timestamp`` (required: a
-    number, kept as float seconds or ordinal, or an ISO-8601 date/datetime converted to
-    epoch seconds, naive taken as UTC, trailing ``Z`` accepted) and ``event`` (optional,
-    stripped and lower-cased, blank or absent means ``"purchase"``). Other columns are
-    ignored. Whether the product exists is not checked (that is the caller's job).
+    Fields: ``user_id``, ``product_id`` (required, stripped, at most 200 characters),
+    ``timestamp`` (required: a number, kept as float seconds or ordinal, or an ISO-8601
+    date/datetime converted to epoch seconds, naive taken as UTC, trailing ``Z`` accepted;
+    either way between 0 and ``values.MAX_TIMESTAMP`` (2100-01-01), so milliseconds and
+    dates before 1970 are errors) and ``event`` (optional, stripped and lower-cased, blank or
+    absent means ``"purchase"``; with ``event_types``, any other type is an error). Other
+    columns are ignored. Whether the user or product exists is not checked: a new user is
+    fine, and unknown products are the caller's to report.
 
     Bad rows are reported as ``RowError`` (one per bad field) and left out; CSV handling and
     exceptions are as for ``read_catalog`` (required header columns: ``user_id``,
     ``product_id``, ``timestamp``).
     """
     path = Path(path)
+    known = None if event_types is None else {t.lower() for t in event_types}
     items: list[Event] = []
     errors: list[RowError] = []
     for record in iter_records(path, EVENTS_REQUIRED):
@@ -89,28 +99,32 @@ def read_events(path: str | Path) -> ReadResult[Event]:
             errors.append(record)
             continue
         fields = _Fields(path.name, record)
-        user_id = fields.parse("user_id", values.text, required=True)
-        product_id = fields.parse("product_id", values.text, required=True)
+        user_id = fields.parse("user_id", _text("user_id"), required=True)
+        product_id = fields.parse("product_id", _text("product_id"), required=True)
         stamp = fields.parse("timestamp", values.timestamp, required=True)
-        kind = fields.parse("event", values.text)
+        kind = (fields.parse("event", _text("event")) or DEFAULT_EVENT).lower()
+        if known is not None and kind not in known and not fields.problems:
+            fields.problems.append(("event", "is not a known event type (expected one of "
+                                             f"{', '.join(sorted(known))})", kind))
         if user_id is None or product_id is None or stamp is None or fields.problems:
             errors.extend(fields.errors(product_id))
             continue
-        items.append(Event(user_id, product_id, stamp, (kind or DEFAULT_EVENT).lower()))
+        items.append(Event(user_id, product_id, stamp, kind))
     return ReadResult(items, errors)
 
 
-def _product(record: Record, source: str, folder: Path) -> tuple[Product | None, list[RowError]]:
+def _product(record: Record, source: str, folder: Path,
+             roots: Sequence[Path | str]) -> tuple[Product | None, list[RowError]]:
     """The record as a Product, or None and its errors."""
     fields = _Fields(source, record)
-    product_id = fields.parse("product_id", values.text, required=True)
-    title = fields.parse("title", values.text, required=True)
-    description = fields.parse("description", values.text)
-    category = fields.parse("category", values.text)
-    brand = fields.parse("brand", values.text)
+    product_id = fields.parse("product_id", _text("product_id"), required=True)
+    title = fields.parse("title", _text("title"), required=True)
+    description = fields.parse("description", _text("description"))
+    category = fields.parse("category", _text("category"))
+    brand = fields.parse("brand", _text("brand"))
     price = fields.parse("price", values.price)
     in_stock = fields.parse("in_stock", values.boolean)
-    image = fields.parse("image", lambda raw: _image_path(raw, folder))
+    image = fields.parse("image", lambda raw: _image_path(raw, folder, roots))
     if product_id is None or title is None or fields.problems:
         return None, fields.errors(product_id)
     attributes = {
@@ -118,6 +132,11 @@ def _product(record: Record, source: str, folder: Path) -> tuple[Product | None,
         for name, raw in record.values.items()
         if name not in KNOWN_FIELDS and (text := values.attribute(raw)) is not None
     }
+    too_long = [name for name, text in attributes.items() if len(text) > MAX_CHARS["attribute"]]
+    if too_long:
+        fields.problems += [(name, f"is longer than {MAX_CHARS['attribute']} characters",
+                             attributes[name]) for name in too_long]
+        return None, fields.errors(product_id)
     product = Product(
         product_id=product_id,
         title=title,
@@ -132,16 +151,29 @@ def _product(record: Record, source: str, folder: Path) -> tuple[Product | None,
     return product, []
 
 
-def _image_path(raw: object, folder: Path) -> Path | None:
+def _text(name: str) -> Callable[[object], str | None]:
+    """``values.text`` bounded by the field's ``MAX_CHARS`` (the API's limits too)."""
+    limit = MAX_CHARS[name]
+
+    def parse(raw: object) -> str | None:
+        value = values.text(raw)
+        if value is not None and len(value) > limit:
+            raise values.InvalidValue(f"is longer than {limit} characters")
+        return value
+
+    return parse
+
+
+def _image_path(raw: object, folder: Path, roots: Sequence[Path | str]) -> Path | None:
     name = values.text(raw)
     if name is None:
         return None
     if "://" in name:
         raise values.InvalidValue("is a URL; only local file paths are supported")
     try:
-        return (folder / name).resolve()
-    except (OSError, ValueError, RuntimeError) as exc:  # e.g. NUL byte, symlink loop
-        raise values.InvalidValue(f"is not a usable file path ({exc})") from None
+        return inside_roots(folder / name, roots)
+    except ImageError as exc:
+        raise values.InvalidValue(exc.reason) from None
 
 
 class _Fields:

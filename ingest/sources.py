@@ -1,9 +1,10 @@
 """Turning a CSV or JSONL file into raw records (one per data row), before validation.
 
-Structural problems of a single row (invalid JSON, a malformed CSV row, too many CSV
-values) become ``RowError``; problems that make the whole file unusable (unknown suffix,
-no header, missing or duplicate header column, text that is not UTF-8 in a CSV file)
-raise ``ValueError`` naming the file.
+Structural problems of a single row (invalid JSON, broken CSV quoting, too many CSV values,
+bytes that are not UTF-8, a line longer than ``MAX_LINE_CHARS``) become a ``RowError`` naming
+the line, and reading goes on with the next line: one bad row never costs the good ones.
+Problems that make the whole file unusable (unknown suffix, empty file, missing or duplicate
+header column, a header that is not UTF-8) raise ``ValueError`` naming the file.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO
 
 from ingest.errors import RowError
 
@@ -23,16 +25,10 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 #: Longest raw line kept as ``RowError.value`` for a line that is not valid JSON.
 _KEPT_LINE_CHARS = 200
-
-
-class _CsvReader(Protocol):
-    """What ``csv.reader`` returns: rows, and the count of physical lines read so far."""
-
-    line_num: int
-
-    def __iter__(self) -> Iterator[list[str]]: ...
-
-    def __next__(self) -> list[str]: ...
+#: Longest physical line read (characters in CSV, bytes in JSONL); longer lines are skipped
+#: unread and reported, so an enormous field cannot exhaust memory.
+MAX_LINE_CHARS = 1 << 20
+_NOT_UTF8 = "contains bytes that are not UTF-8 text"
 
 
 @dataclass(frozen=True)
@@ -64,26 +60,78 @@ def iter_records(path: Path, required: Sequence[str]) -> Iterator[Record | RowEr
     )
 
 
+class _LineTooLong(Exception):
+    """A physical line longer than ``MAX_LINE_CHARS``; its text was skipped, not kept."""
+
+
+class _Lines:
+    """The physical lines of a text file, with line numbers, a length bound, and the
+    ability to give lines back: after a broken CSV row, parsing restarts on its second line,
+    so an unterminated quote swallows one row, not the rest of the file."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+        self.back: deque[str] = deque()
+        self.taken: list[str] = []  # lines handed out since the last ``mark``
+        self.line = 0  # physical lines handed out so far
+
+    def mark(self) -> None:
+        self.taken = []
+
+    def give_back_all_but_first(self) -> None:
+        self.back.extendleft(reversed(self.taken[1:]))
+        self.line -= max(len(self.taken) - 1, 0)
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        if self.back:
+            text = self.back.popleft()
+        else:
+            text = self.handle.readline(MAX_LINE_CHARS + 1)
+            if not text:
+                raise StopIteration
+            if len(text) > MAX_LINE_CHARS and not text.endswith(("\n", "\r")):
+                while (rest := self.handle.readline(MAX_LINE_CHARS)) and not rest.endswith(
+                        ("\n", "\r")):
+                    pass
+                self.line += 1
+                raise _LineTooLong
+        self.line += 1
+        self.taken.append(text)
+        return text
+
+
 def _iter_csv(path: Path, required: Sequence[str]) -> Iterator[Record | RowError]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = _read_header(reader, path, required)
-            yield from _csv_rows(reader, header, path.name)
-        except UnicodeDecodeError as exc:
-            raise ValueError(
-                f"{path}: not UTF-8 text near line {reader.line_num + 1} ({exc.reason})"
-            ) from exc
+    # surrogateescape: bytes that are not UTF-8 survive decoding as lone surrogates, so the
+    # row holding them is reported and the rest of the file is still read.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        lines = _Lines(handle)
+        header = _read_header(lines, path, required)
+        yield from _csv_rows(lines, header, path.name)
 
 
-def _read_header(reader: _CsvReader, path: Path, required: Sequence[str]) -> list[str]:
+def _next_row(lines: _Lines) -> list[str] | None:
+    """The next CSV row (None at the end); raises ``csv.Error`` or ``_LineTooLong``."""
+    lines.mark()
+    reader = csv.reader(lines, strict=True)  # one reader per row: restartable after errors
+    return next(reader, None)
+
+
+def _read_header(lines: _Lines, path: Path, required: Sequence[str]) -> list[str]:
     """The stripped column names of the first non-blank row."""
-    try:
-        cells = next((row for row in reader if any(cell.strip() for cell in row)), None)
-    except csv.Error as exc:
-        raise ValueError(f"{path}: malformed CSV header ({exc})") from exc
-    if cells is None:
-        raise ValueError(f"{path}: empty file, expected a header row")
+    while True:
+        try:
+            cells = _next_row(lines)
+        except (csv.Error, _LineTooLong) as exc:
+            raise ValueError(f"{path}: malformed CSV header ({exc or 'line too long'})") from exc
+        if cells is None:
+            raise ValueError(f"{path}: empty file, expected a header row")
+        if any(cell.strip() for cell in cells):
+            break
+    if any(_has_bad_bytes(cell) for cell in cells):
+        raise ValueError(f"{path}: the header (line {lines.line}) is not UTF-8 text")
     names = [cell.strip() for cell in cells]
     for index, name in enumerate(names):
         if name and name in names[:index]:
@@ -97,18 +145,29 @@ def _read_header(reader: _CsvReader, path: Path, required: Sequence[str]) -> lis
     return names
 
 
-def _csv_rows(reader: _CsvReader, header: list[str], source: str) -> Iterator[Record | RowError]:
+def _csv_rows(lines: _Lines, header: list[str], source: str) -> Iterator[Record | RowError]:
     while True:
-        start = reader.line_num + 1  # line_num counts physical lines read so far
+        start = lines.line + 1
         try:
-            cells = next(reader)
-        except StopIteration:
-            return
+            cells = _next_row(lines)
+        except _LineTooLong:
+            lines.give_back_all_but_first()
+            yield RowError(source, start, None, f"has a line longer than {MAX_LINE_CHARS} "
+                                                "characters; skipped")
+            continue
         except csv.Error as exc:
+            lines.give_back_all_but_first()
             yield RowError(source, start, None, f"malformed CSV row ({exc})")
             continue
+        if cells is None:
+            return
         if not any(cell.strip() for cell in cells):
             continue  # blank line, or a row of empty cells
+        bad = [i for i, cell in enumerate(cells) if _has_bad_bytes(cell)]
+        if bad:
+            field = header[bad[0]] if bad[0] < len(header) and header[bad[0]] else None
+            yield RowError(source, start, field, _NOT_UTF8)
+            continue
         extra = cells[len(header) :]
         if any(cell.strip() for cell in extra):
             yield RowError(
@@ -124,10 +183,23 @@ def _csv_rows(reader: _CsvReader, header: list[str], source: str) -> Iterator[Re
         yield Record(start, values)
 
 
+def _has_bad_bytes(text: str) -> bool:
+    """Whether ``text`` holds a byte that was not UTF-8 (a surrogateescape'd character)."""
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
 def _iter_jsonl(path: Path) -> Iterator[Record | RowError]:
     source = path.name
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        while raw := handle.readline(MAX_LINE_CHARS + 1):
+            number += 1
+            if len(raw) > MAX_LINE_CHARS and not raw.endswith(b"\n"):
+                while (rest := handle.readline(MAX_LINE_CHARS)) and not rest.endswith(b"\n"):
+                    pass
+                reason = f"is longer than {MAX_LINE_CHARS} bytes; skipped"
+                yield RowError(source, number, None, reason)
+                continue
             data = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw
             try:
                 line = data.decode("utf-8").strip()

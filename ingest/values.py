@@ -11,6 +11,9 @@ import json
 import math
 from datetime import UTC, datetime
 
+#: Latest accepted timestamp (2100-01-01T00:00:00Z): larger numbers are milliseconds or
+#: typos, not seconds.
+MAX_TIMESTAMP = 4_102_444_800.0
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -85,7 +88,8 @@ def timestamp(value: object) -> float | None:
     A number (or text that ``float`` parses) is kept as is: an ordinal or epoch seconds.
     Other text must be an ISO-8601 date or datetime (``2024-01-03``, ``2024-01-03T08:47:55Z``,
     ``...+02:00``) and is converted to epoch seconds; a naive datetime is taken as UTC.
-    Raises InvalidValue for anything else and for non-finite numbers.
+    Raises InvalidValue for anything else, for non-finite numbers, and for values outside
+    0 .. ``MAX_TIMESTAMP`` (before 1970, or milliseconds rather than seconds).
     """
     if value is None:
         return None
@@ -96,7 +100,7 @@ def timestamp(value: object) -> float | None:
         try:
             number = float(stripped)
         except ValueError:
-            return _iso_seconds(stripped)
+            number = _iso_seconds(stripped)
     elif _is_number(value):
         try:
             number = float(value)  # type: ignore[arg-type]
@@ -106,6 +110,8 @@ def timestamp(value: object) -> float | None:
         raise InvalidValue("is neither a number nor an ISO-8601 date/datetime")
     if not math.isfinite(number):
         raise InvalidValue("is not a finite number")
+    if not 0 <= number <= MAX_TIMESTAMP:
+        raise InvalidValue("is out of range (expected seconds between 1970 and 2100)")
     return number
 
 

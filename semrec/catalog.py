@@ -11,6 +11,11 @@ KNOWN_FIELDS = (
     "product_id", "title", "description", "category", "brand", "price", "in_stock", "image",
 )
 
+#: Longest text each field may hold (characters), for catalog files and the API alike: an
+#: enormous field is an error for its row, not a memory or latency problem downstream.
+MAX_CHARS = {"product_id": 200, "title": 1000, "description": 20_000, "category": 200,
+             "brand": 200, "attribute": 2000, "user_id": 200, "event": 50}
+
 
 @dataclass(frozen=True)
 class Product:

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_HOME = Path("semrec-data")
@@ -47,6 +47,9 @@ class ImageEncoderSettings(_Section):
     allow_download: bool = True
     batch_size: int = Field(32, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
+    #: Folders besides a catalog's own that its image paths may point into; for ``PUT
+    #: /items`` the only folders an API client may name (none: images refused there).
+    allowed_roots: tuple[Path, ...] = ()
 
 
 class TowerSettings(_Section):
@@ -73,6 +76,53 @@ class UserSettings(_Section):
     bought_events: tuple[str, ...] = ("purchase",)
 
 
+class TrainSettings(_Section):
+    """``semrec train``: the item tower's heads and the user tower, learnt from the events.
+
+    Sampled softmax over in-batch positives plus ``negatives`` uniformly sampled products per
+    batch, each logit corrected by the log of how often its product is a candidate (logQ),
+    divided by ``temperature``. ``user_tower`` picks the recency-weighted mean
+    (``pooling``, no parameters) or a causal transformer over the history (``sequential``).
+    ``id_embeddings`` adds a learnt vector per product seen in training to its content vector
+    (products after training have none and are served from content alone); ``id_dropout`` is
+    the share of steps a product trains without it, so content alone stays useful.
+    Validation is each user's last event; training stops after ``patience`` epochs without
+    a better validation recall@10 and keeps the best epoch, or after ``max_minutes``.
+    ``threads`` caps torch's CPU threads (0: torch's default); 1 is much faster than 2
+    on a machine whose cores are busy with other work.
+    """
+
+    dim: int = Field(128, ge=8, le=4096)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(512, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    negatives: int = Field(2048, ge=0)
+    temperature: float = Field(0.07, gt=0)
+    logq: bool = True
+    user_tower: Literal["pooling", "sequential"] = "sequential"
+    max_len: int = Field(50, ge=2)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    id_embeddings: bool = False
+    id_dropout: float = Field(0.2, ge=0, le=1)
+    patience: int = Field(3, ge=1)
+    valid_users: int = Field(10_000, ge=1)
+    max_minutes: float = Field(14.0, gt=0)
+    threads: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class ApiSettings(_Section):
+    """``semrec serve``. The key itself is ``api_key`` (``SEMREC_API_KEY``): with one set,
+    writes need it, and reads too when ``read_requires_key``. ``max_body_bytes`` bounds a
+    request body (413 beyond it)."""
+
+    read_requires_key: bool = False
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
 class Settings(BaseSettings):
     """The whole configuration. ``store`` empty means the embedded Qdrant Edge shard under
     ``<home>/index``; ``http(s)://host:6333`` means a Qdrant server or cluster."""
@@ -83,10 +133,13 @@ class Settings(BaseSettings):
 
     home: Path = DEFAULT_HOME
     store: str = ""
+    api_key: SecretStr | None = None
+    api: ApiSettings = ApiSettings()
     text: TextEncoderSettings = TextEncoderSettings()
     image: ImageEncoderSettings = ImageEncoderSettings()
     tower: TowerSettings = TowerSettings()
     user: UserSettings = UserSettings()
+    train: TrainSettings = TrainSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -199,10 +199,11 @@ def test_unsupported_suffix_raises(tmp_path: Path) -> None:
         read_catalog(write(tmp_path / "catalog.xlsx", "product_id,title\n"))
 
 
-def test_non_utf8_csv_raises(tmp_path: Path) -> None:
-    path = write(tmp_path / "latin.csv", "product_id,title\nX1,Caf\u00e9\n", encoding="latin-1")
-    with pytest.raises(ValueError, match=r"latin\.csv.*UTF-8"):
-        read_catalog(path)
+def test_non_utf8_csv_rows_are_reported_and_the_rest_land(tmp_path: Path) -> None:
+    text = "product_id,title\nX1,Caf\u00e9\nX2,Tea\n"
+    result = read_catalog(write(tmp_path / "latin.csv", text, encoding="latin-1"))
+    assert [p.product_id for p in result.items] == ["X2"]
+    assert where(result) == [(2, "title")] and "not UTF-8" in str(result.errors[0])
 
 
 def test_line_numbers_count_physical_lines(tmp_path: Path) -> None:

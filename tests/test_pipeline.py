@@ -124,6 +124,7 @@ def test_changed_title_reencodes_that_product_alone(home_copy: Path, tmp_path: P
     target["description"] = "A running shoe with a grippy outsole for trail running."
     for row in rows:  # same image files, so only the one product changes
         row["image"] = str(FIXTURES / row["image"])
+    write_config(home_copy, {"allowed_roots": [str(FIXTURES)]})  # images outside the folder
     changed = tmp_path / "catalog.csv"
     with open(changed, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

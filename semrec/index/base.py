@@ -8,8 +8,8 @@ similarities. What works on one backend works, with the same answers, on the oth
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,17 +29,36 @@ def point_id(product_id: str) -> str:
 
 @dataclass(frozen=True)
 class Filters:
-    """Constraints on results. ``exclude`` lists product IDs that must not come back."""
+    """Constraints on results. ``exclude`` lists product IDs that must not come back;
+    ``only``, when set, is the complete set of product IDs that may (an ad campaign)."""
 
     category: str | None = None
     min_price: float | None = None
     max_price: float | None = None
     in_stock: bool | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)
+    only: frozenset[str] | None = None
 
-    def with_exclude(self, product_ids: Sequence[str] | set[str]) -> Filters:
-        return Filters(self.category, self.min_price, self.max_price, self.in_stock,
-                       self.exclude | frozenset(product_ids))
+    def with_exclude(self, product_ids: Iterable[str]) -> Filters:
+        return replace(self, exclude=self.exclude | frozenset(product_ids))
+
+    def passes(self, payload: dict[str, Any]) -> bool:
+        """Whether a product with ``payload`` meets every constraint (the stores' semantics:
+        a product with no ``in_stock`` field counts as in stock, one with no price fails a
+        price bound). For results that do not come from the store, e.g. popularity."""
+        pid = payload.get("product_id")
+        if pid in self.exclude or (self.only is not None and pid not in self.only):
+            return False
+        if self.category is not None and payload.get("category") != self.category:
+            return False
+        price = payload.get("price")
+        if self.min_price is not None and (price is None or price < self.min_price):
+            return False
+        if self.max_price is not None and (price is None or price > self.max_price):
+            return False
+        out_of_stock = payload.get("in_stock") is False
+        return not ((self.in_stock is True and out_of_stock)
+                    or (self.in_stock is False and not out_of_stock))
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,7 @@ class Hit:
     product_id: str
     score: float
     payload: dict[str, Any]
+    vector: np.ndarray | None = None  # only when searched ``with_vectors`` (unit length)
 
 
 @dataclass(frozen=True)
@@ -71,8 +91,10 @@ class VectorStore(Protocol):
     def get(self, product_ids: Sequence[str], with_vectors: bool = True) -> list[StoredItem]:
         """The stored items among ``product_ids``, in that order; unknown IDs are skipped."""
 
-    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
-        """The ``k`` nearest items that pass ``filters``, best first."""
+    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None,
+               with_vectors: bool = False) -> list[Hit]:
+        """The ``k`` nearest items that pass ``filters``, best first; ``with_vectors`` also
+        returns each hit's stored vector (for re-ranking without a second round trip)."""
 
     def count(self) -> int: ...
 
@@ -80,5 +102,10 @@ class VectorStore(Protocol):
 
     def optimize(self) -> None:
         """Build search indexes after bulk writes (a no-op where the engine does it itself)."""
+
+    def activate(self) -> None:
+        """Make this collection the served one under the store's stable name, atomically:
+        a collection alias on a server; a no-op for Edge, where ``models/CURRENT`` names the
+        served version's shard. Called after a new version is fully built, never before."""
 
     def close(self) -> None: ...

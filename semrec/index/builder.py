@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from semrec.catalog import Product
 from semrec.encoders import Encoder, EncoderUnavailable
+from semrec.faults import failpoint
 from semrec.index.base import VectorStore
 from semrec.state import FeatureCache, ProductRow, ProductTable, feature_key
 from semrec.towers import ItemTower
@@ -56,7 +57,8 @@ class IngestReport:
     images_added: int = 0
     texts_encoded: int = 0
     images_encoded: int = 0
-    image_errors: list[tuple[str, str]] = field(default_factory=list)  # (product_id, reason)
+    #: (product_id, reason): the reason names no path, so an API may show it to a client.
+    image_errors: list[tuple[str, str]] = field(default_factory=list)
     image_problem: str | None = None  # set when running text-only for want of weights
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -114,30 +116,65 @@ class IndexBuilder:
         return self._image
 
     def ingest(self, products: Sequence[Product],
-               on_progress: Callable[[int], None] | None = None) -> IngestReport:
-        """Index ``products`` (upsert); unchanged ones are skipped without encoding."""
+               on_progress: Callable[[int], None] | None = None,
+               force: bool = False) -> IngestReport:
+        """Index ``products`` (upsert); unchanged ones are skipped without encoding, unless
+        ``force`` (a repair: re-plan each, encoding whatever the cache lacks)."""
         report = IngestReport()
         for start in range(0, len(products), BATCH):
             batch = products[start:start + BATCH]
-            self._ingest_batch(batch, report)
+            self._ingest_batch(batch, report, force)
             if on_progress:
                 on_progress(len(batch))
+        failpoint("ingest:optimize")
         started = time.perf_counter()
         self.store.optimize()
         report.timed("optimize", started)
         report.image_problem = self.image_problem if report.image_problem else None
         return report
 
-    def _ingest_batch(self, batch: Sequence[Product], report: IngestReport) -> None:
+    def pending(self, products: Sequence[Product]) -> list[str]:
+        """The IDs among ``products`` that ``ingest`` would (re)index: new, changed, built
+        by another model version, or able to gain an image. Writes nothing."""
+        existing = self.products.get_many(p.product_id for p in products)
+        scratch = IngestReport()
+        return [p.product_id for p in products
+                if self._needs_indexing(self._plan(p, existing.get(p.product_id), scratch))]
+
+    def reindex_rows(self, rows: Sequence[ProductRow]) -> None:
+        """Re-embed catalog rows from the feature cache (no encoder runs) and upsert them,
+        then record this builder's model version on them. Every feature key of ``rows``
+        must be cached (``FeatureCache.get`` raises ``KeyError`` otherwise)."""
+        for start in range(0, len(rows), BATCH):
+            batch = list(rows[start:start + BATCH])
+            text = self.features.get([r.text_key for r in batch])
+            keyed = [i for i, r in enumerate(batch) if r.image_key]
+            image = has_image = None
+            if keyed:
+                image = np.zeros((len(batch), self.tower.config.image_dim), np.float32)
+                image[keyed] = self.features.get([batch[i].image_key for i in keyed])
+                has_image = np.zeros(len(batch), bool)
+                has_image[keyed] = True
+            vectors = self.tower.embed(text, image, has_image)
+            fresh = [replace(r, model_version=self.model_version) for r in batch]
+            self.store.upsert([r.product_id for r in fresh], vectors,
+                              [self._payload(r) for r in fresh])
+            with self.conn:
+                self.products.put(fresh)
+        self.store.optimize()
+
+    def _ingest_batch(self, batch: Sequence[Product], report: IngestReport,
+                      force: bool = False) -> None:
         started = time.perf_counter()
         existing = self.products.get_many(p.product_id for p in batch)
         work = [self._plan(p, existing.get(p.product_id), report) for p in batch]
         report.timed("plan", started)
-        todo = [w for w in work if self._needs_indexing(w)]
+        todo = [w for w in work if force or self._needs_indexing(w)]
         report.unchanged += len(work) - len(todo)
         if not todo:
             return
         self._encode_missing(todo, report)
+        failpoint("ingest:features-cached")
         started = time.perf_counter()
         have_image = [w.image_key is not None for w in todo]
         text = self.features.get([w.text_key for w in todo])
@@ -152,8 +189,10 @@ class IndexBuilder:
         started = time.perf_counter()
         rows = [self._row(w) for w in todo]
         self.store.upsert([r.product_id for r in rows], vectors, [self._payload(r) for r in rows])
+        failpoint("ingest:store-written")
         with self.conn:
             self.products.put(rows)
+        failpoint("ingest:batch-done")
         report.timed("index", started)
         for w in todo:
             if w.existing is None:
@@ -171,7 +210,7 @@ class IndexBuilder:
             try:
                 digest = self.images.digest(product.image)
             except Exception as exc:  # the image source explains what is wrong
-                report.image_errors.append((product.product_id, str(exc)))
+                report.image_errors.append((product.product_id, _reason(exc)))
         payload = json.dumps(product.payload(), sort_keys=True, ensure_ascii=False)
         content_hash = hashlib.sha256(f"{payload}\0{digest}".encode()).hexdigest()
         image_id = self.encoder_ids.get("image")
@@ -244,7 +283,7 @@ class IndexBuilder:
         try:
             return self.images.load(w.product.image)
         except Exception as exc:  # reported per product; the text still gets indexed
-            return str(exc)
+            return _reason(exc)
 
     def _row(self, w: _Work) -> ProductRow:
         modalities = ("text", "image") if w.image_key else ("text",)
@@ -258,3 +297,9 @@ class IndexBuilder:
     def _payload(self, row: ProductRow) -> dict[str, Any]:
         return {**row.payload, "modalities": list(row.modalities),
                 "model_version": self.model_version}
+
+
+def _reason(exc: Exception) -> str:
+    """What is wrong with an image, without its path (``ImageError.reason`` when given)."""
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(reason, str) else f"{type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from semrec.faults import failpoint
 from semrec.index.base import INDEXED_FIELDS, Filters, Hit, StoredItem, point_id
 
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
@@ -28,15 +29,21 @@ class EdgeStore:
 
     @classmethod
     def open(cls, path: Path, dim: int) -> EdgeStore:
-        """Load the shard at ``path``, creating it (with payload indexes) if absent."""
+        """Load the shard at ``path``, creating it if absent; either way with every payload
+        index of ``INDEXED_FIELDS`` (a crash right after creating a shard left it without
+        some: they are added on the next open). Edge replays its WAL on load, so writes
+        acknowledged before a SIGKILL are there."""
         config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
         if (path / "edge_config.json").exists() or (path / "segments").is_dir():
             shard = qe.EdgeShard.load(str(path), config)
-            return cls(shard, path, dim)
-        path.mkdir(parents=True, exist_ok=True)
-        shard = qe.EdgeShard.create(str(path), config)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            shard = qe.EdgeShard.create(str(path), config)
+            failpoint("edge:created")
+        have = set(shard.info().payload_schema)
         for name, kind in INDEXED_FIELDS.items():
-            shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA[kind]))
+            if name not in have:
+                shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA[kind]))
         return cls(shard, path, dim)
 
     def upsert(self, product_ids: Sequence[str], vectors: np.ndarray,
@@ -59,12 +66,14 @@ class EdgeStore:
         by_id = {r.payload["product_id"]: r for r in records}
         return [_item(by_id[p], with_vectors) for p in product_ids if p in by_id]
 
-    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None,
+               with_vectors: bool = False) -> list[Hit]:
         request = qe.QueryRequest(
             limit=k, query=qe.Query.Nearest(np.asarray(vector, np.float32).tolist()),
-            filter=_filter(filters), with_payload=True,
+            filter=_filter(filters), with_payload=True, with_vector=with_vectors,
         )
-        return [Hit(p.payload["product_id"], float(p.score), p.payload)
+        return [Hit(p.payload["product_id"], float(p.score), p.payload,
+                    np.asarray(p.vector, np.float32) if with_vectors else None)
                 for p in self.shard.query(request)]
 
     def count(self) -> int:
@@ -82,6 +91,9 @@ class EdgeStore:
     def optimize(self) -> None:
         self.shard.optimize()
         self.shard.flush()
+
+    def activate(self) -> None:
+        """Nothing to switch: ``models/CURRENT`` names the served version's shard."""
 
     def close(self) -> None:
         self.shard.flush()
@@ -103,12 +115,17 @@ def _filter(filters: Filters | None) -> qe.Filter | None:
         must.append(qe.FieldCondition(
             "price", range=qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
     must_not: list[Any] = []
+    # qdrant-edge 0.9 reads a Python bool as the integer 0/1, which never matches a bool
+    # payload; numpy's bool_ is not an int and reaches the engine as a bool.
+    out_of_stock = qe.FieldCondition("in_stock", match=qe.MatchValue(np.bool_(False)))
     if filters.in_stock is True:  # a product with no stock field counts as in stock
-        must_not.append(qe.FieldCondition("in_stock", match=qe.MatchValue(False)))
+        must_not.append(out_of_stock)
     elif filters.in_stock is False:
-        must.append(qe.FieldCondition("in_stock", match=qe.MatchValue(False)))
+        must.append(out_of_stock)
     if filters.exclude:
         must_not.append(qe.HasIdCondition({point_id(p) for p in filters.exclude}))
+    if filters.only is not None:
+        must.append(qe.HasIdCondition({point_id(p) for p in filters.only}))
     if not must and not must_not:
         return None
     return qe.Filter(must=must or None, must_not=must_not or None)

@@ -19,26 +19,41 @@ _SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadS
 
 
 class QdrantServerStore:
-    def __init__(self, client: QdrantClient, collection: str, dim: int, location: str) -> None:
+    """One versioned collection (``semrec-<model version>``) on a server or cluster.
+
+    ``alias`` is the stable name readers outside semrec may query (``semrec``); ``activate``
+    points it at this collection in one atomic ``update_collection_aliases`` call, so a
+    re-index builds a new collection beside the served one and swaps it in whole.
+    """
+
+    def __init__(self, client: QdrantClient, collection: str, dim: int, location: str,
+                 alias: str | None = None) -> None:
         self.client = client
         self.collection = collection
         self.dim = dim
         self.location = f"{location}#{collection}"
+        self.alias = alias
 
     @classmethod
     def open(cls, url: str, collection: str, dim: int, api_key: str | None = None,
-             client: QdrantClient | None = None) -> QdrantServerStore:
-        """Connect (``url`` ``:memory:`` for in-process) and create the collection if absent."""
+             client: QdrantClient | None = None, alias: str | None = None,
+             shards: int | None = None, replicas: int | None = None) -> QdrantServerStore:
+        """Connect (``url`` ``:memory:`` for in-process) and create the collection if absent,
+        with ``shards`` shards of ``replicas`` copies each on a cluster (server defaults
+        otherwise; both are ignored by the in-process mode)."""
         if client is None:
             client = (QdrantClient(location=":memory:") if url == ":memory:"
                       else QdrantClient(url=url, api_key=api_key, timeout=30))
         if not client.collection_exists(collection):
             client.create_collection(
                 collection, vectors_config=models.VectorParams(size=dim,
-                                                               distance=models.Distance.COSINE))
+                                                               distance=models.Distance.COSINE),
+                shard_number=shards, replication_factor=replicas,
+            )
             for name, kind in INDEXED_FIELDS.items():
-                client.create_payload_index(collection, name, _SCHEMA[kind])
-        return cls(client, collection, dim, url)
+                if url != ":memory:":  # the in-process mode has no payload indexes
+                    client.create_payload_index(collection, name, _SCHEMA[kind], wait=True)
+        return cls(client, collection, dim, url, alias)
 
     def upsert(self, product_ids: Sequence[str], vectors: np.ndarray,
                payloads: Sequence[dict[str, Any]]) -> None:
@@ -59,15 +74,17 @@ class QdrantServerStore:
         records = self.client.retrieve(self.collection, [point_id(p) for p in product_ids],
                                        with_payload=True, with_vectors=with_vectors)
         by_id = {r.payload["product_id"]: r for r in records}
-        return [StoredItem(p, np.asarray(by_id[p].vector, np.float32) if with_vectors else None,
+        return [StoredItem(p, _unit(by_id[p].vector) if with_vectors else None,
                            by_id[p].payload) for p in product_ids if p in by_id]
 
-    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None,
+               with_vectors: bool = False) -> list[Hit]:
         result = self.client.query_points(
             self.collection, query=np.asarray(vector, np.float32).tolist(), limit=k,
-            query_filter=_filter(filters), with_payload=True,
+            query_filter=_filter(filters), with_payload=True, with_vectors=with_vectors,
         )
-        return [Hit(p.payload["product_id"], float(p.score), p.payload) for p in result.points]
+        return [Hit(p.payload["product_id"], float(p.score), p.payload,
+                    _unit(p.vector) if with_vectors else None) for p in result.points]
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
@@ -84,8 +101,38 @@ class QdrantServerStore:
     def optimize(self) -> None:
         """The server optimises in the background; nothing to do."""
 
+    def activate(self) -> None:
+        """Point ``alias`` at this collection (drop + create in one atomic request)."""
+        if self.alias is None:
+            return
+        self.client.update_collection_aliases(change_aliases_operations=[
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.alias)),
+            models.CreateAliasOperation(create_alias=models.CreateAlias(
+                collection_name=self.collection, alias_name=self.alias)),
+        ] if self._alias_exists() else [
+            models.CreateAliasOperation(create_alias=models.CreateAlias(
+                collection_name=self.collection, alias_name=self.alias)),
+        ])
+
+    def aliased_collection(self) -> str | None:
+        """The collection ``alias`` points at now (None if the alias does not exist)."""
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == self.alias:
+                return alias.collection_name
+        return None
+
+    def _alias_exists(self) -> bool:
+        return self.alias is not None and self.aliased_collection() is not None
+
     def close(self) -> None:
         self.client.close()
+
+
+def _unit(vector: Any) -> np.ndarray:
+    """The stored vector as float32 of unit length (the in-process mode keeps it as sent)."""
+    array = np.asarray(vector, np.float32)
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm > 0 else array
 
 
 def _filter(filters: Filters | None) -> models.Filter | None:
@@ -105,6 +152,8 @@ def _filter(filters: Filters | None) -> models.Filter | None:
         must.append(models.FieldCondition(key="in_stock", match=models.MatchValue(value=False)))
     if filters.exclude:
         must_not.append(models.HasIdCondition(has_id=[point_id(p) for p in filters.exclude]))
+    if filters.only is not None:
+        must.append(models.HasIdCondition(has_id=[point_id(p) for p in filters.only]))
     if not must and not must_not:
         return None
     return models.Filter(must=must or None, must_not=must_not or None)

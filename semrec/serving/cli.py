@@ -7,6 +7,7 @@ Results go to stdout (``--json`` for machines); progress, warnings and errors to
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from semrec.home import HomeBusy
 from semrec.index.base import Filters
 from semrec.serving.context import EmptyIndex, ModelMismatch, Semrec
 from semrec.serving.recommender import Recommendation, UnknownProduct
+from semrec.serving.remote import RemoteApi, RemoteError, live_server
 from semrec.state import InsertReport
 
 app = typer.Typer(help="semrec: multimodal semantic product recommendations.",
@@ -32,7 +34,7 @@ err = Console(stderr=True)
 
 #: Errors a user can act on: printed as one clear line, exit status 1.
 USER_ERRORS = (UnknownProduct, HomeBusy, EmptyIndex, ConfigError, ModelMismatch, ValueError,
-               FileNotFoundError)
+               FileNotFoundError, RemoteError)
 
 HomeOption = Annotated[Path | None, typer.Option(
     "--home", envvar="SEMREC_HOME", help="Data directory (default ./semrec-data).")]
@@ -59,6 +61,24 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+@contextmanager
+def _owner_or_server(settings: Settings, role: str) -> Iterator[tuple[Any, RemoteApi | None]]:
+    """The data directory opened as its index owner, or, while a live ``semrec serve`` owns
+    it, that server's API (``(None, remote)``); else the usual busy error."""
+    try:
+        sr = Semrec(settings, role=role)
+    except HomeBusy:
+        remote = live_server(settings)
+        if remote is None:
+            raise
+        err.print(f"the index is served by {remote.url}: sending this {role} there",
+                  highlight=False)
+        yield None, remote
+        return
+    with sr:
+        yield sr, None
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err, transient=False)
@@ -74,21 +94,26 @@ def ingest(ctx: typer.Context,
 
     with _user_errors():
         settings = _settings(ctx)
-        result = read_catalog(catalog)
+        result = read_catalog(catalog, image_roots=settings.image.allowed_roots)
         for error in result.errors:
             err.print(f"[yellow]rejected:[/] {error}", highlight=False)
-        images = image_source(settings.image.max_pixels)
-        with Semrec(settings, role="ingest") as sr, _progress() as bar:
-            builder = sr.builder(images)
+        roots = (catalog.absolute().parent, *settings.image.allowed_roots)
+        images = image_source(settings.image.max_pixels, roots)
+        with _owner_or_server(settings, "ingest") as (sr, remote), _progress() as bar:
             task = bar.add_task("indexing", total=len(result.items))
-            report = builder.ingest(result.items, on_progress=lambda n: bar.advance(task, n))
-            total = sr.products.count()
+            if remote is not None:
+                report, total = remote.ingest(result.items, lambda n: bar.advance(task, n))
+            else:
+                report = sr.builder(images).ingest(result.items,
+                                                   on_progress=lambda n: bar.advance(task, n))
+                total = sr.products.count()
         if report.image_problem:
             err.print(f"[bold yellow]WARNING: text-only indexing.[/] {report.image_problem}",
                       highlight=False)
+        images_of = {p.product_id: p.image for p in result.items}
         for pid, reason in report.image_errors:
-            err.print(f"[yellow]image skipped[/] for {pid}: {reason} (indexed from its text)",
-                      highlight=False)
+            err.print(f"[yellow]image skipped[/] for {pid} ({images_of.get(pid)}): {reason} "
+                      "(indexed from its text)", highlight=False)
         summary = {
             "rows": len(result.items) + len(result.errors), "rejected": len(result.errors),
             "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
@@ -117,7 +142,8 @@ def events(ctx: typer.Context,
 
     with _user_errors():
         settings = _settings(ctx)
-        result = read_events(file)
+        known = set(settings.user.event_weights) | set(settings.user.bought_events)
+        result = read_events(file, event_types=known)
         for error in result.errors:
             err.print(f"[yellow]rejected:[/] {error}", highlight=False)
         with Semrec(settings, role="events", own_index=False) as sr:
@@ -150,27 +176,99 @@ def events(ctx: typer.Context,
                       f"{summary['users']} users in total.")
 
 
+MinPriceOption = Annotated[float | None, typer.Option("--min-price", min=0,
+                                                     help="Only at this price or above.")]
+MaxPriceOption = Annotated[float | None, typer.Option("--max-price", min=0,
+                                                     help="Only at this price or below.")]
+InStockOption = Annotated[bool | None, typer.Option(
+    "--in-stock/--out-of-stock", help="Only products in stock (or only out of stock).")]
+ExcludeOption = Annotated[list[str] | None, typer.Option(
+    "--exclude", help="Product IDs never to return (repeat, or separate with commas).")]
+DiversityOption = Annotated[float, typer.Option(
+    "--diversity", min=0.0, max=1.0, help="MMR re-ranking: 0 = pure relevance, 1 = most diverse.")]
+
+
+def _filters(category: str | None, min_price: float | None, max_price: float | None,
+             in_stock: bool | None, exclude: list[str] | None) -> Filters:
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise ValueError(f"--min-price ({min_price}) is above --max-price ({max_price})")
+    ids = frozenset(p.strip() for value in exclude or () for p in value.split(",") if p.strip())
+    return Filters(category=category, min_price=min_price, max_price=max_price,
+                   in_stock=in_stock, exclude=ids)
+
+
 @app.command()
 def similar(ctx: typer.Context, product_id: str, k: KOption = 10,
-            category: CategoryOption = None, as_json: JsonFlag = False) -> None:
+            category: CategoryOption = None, min_price: MinPriceOption = None,
+            max_price: MaxPriceOption = None, in_stock: InStockOption = None,
+            exclude: ExcludeOption = None, diversity: DiversityOption = 0.0,
+            as_json: JsonFlag = False) -> None:
     """Products most similar to PRODUCT_ID (never itself)."""
-    with _user_errors(), Semrec(_settings(ctx), role="similar") as sr:
-        items = sr.recommender().similar(product_id, k, Filters(category=category))
+    with _user_errors():
+        filters = _filters(category, min_price, max_price, in_stock, exclude)
+        with _owner_or_server(_settings(ctx), "similar") as (sr, remote):
+            items = (remote or sr.recommender()).similar(product_id, k, filters, diversity)
     _show(items, as_json, f"Similar to {product_id}")
 
 
 @app.command()
 def feed(ctx: typer.Context, user_id: str, k: KOption = 10, category: CategoryOption = None,
-         as_json: JsonFlag = False) -> None:
+         min_price: MinPriceOption = None, max_price: MaxPriceOption = None,
+         in_stock: InStockOption = None, exclude: ExcludeOption = None,
+         diversity: DiversityOption = 0.0, as_json: JsonFlag = False) -> None:
     """A personalised feed for USER_ID, leaving out what they already bought."""
-    with _user_errors(), Semrec(_settings(ctx), role="feed") as sr:
-        result = sr.recommender().feed(user_id, k, Filters(category=category))
+    with _user_errors():
+        filters = _filters(category, min_price, max_price, in_stock, exclude)
+        with _owner_or_server(_settings(ctx), "feed") as (sr, remote):
+            result = (remote or sr.recommender()).feed(user_id, k, filters, diversity)
     if not result.personalised:
         err.print(f"user {user_id!r} has no history yet: showing popular products.",
                   highlight=False)
     title = (f"Feed for {user_id} (from {result.history_size} interactions)"
              if result.personalised else f"Popular products (no history for {user_id})")
     _show(result.items, as_json, title)
+
+
+@app.command()
+def serve(ctx: typer.Context,
+          host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+          warm: Annotated[bool, typer.Option(
+              help="Load the text encoder at start, so the first PUT /items is fast.")] = True,
+          open_without_key: Annotated[bool, typer.Option(
+              help="Listen on HOST even with no SEMREC_API_KEY (writes open to anyone).")]
+          = False,
+          ) -> None:
+    """Serve the HTTP API on this data directory (OpenAPI docs at /docs).
+
+    The server owns the data directory while it runs: other commands that open the index
+    send their work to it (<home>/server.json says where). Without SEMREC_API_KEY it
+    listens on loopback only, unless --open-without-key."""
+    import uvicorn
+
+    from semrec.serving.api import ApiService, create_app
+    from semrec.serving.remote import remove_server_file, write_server_file
+    from semrec.serving.security import serve_host
+
+    with _user_errors():
+        settings = _settings(ctx)
+        host, notice = serve_host(host, settings.api_key is not None, open_without_key)
+        service = ApiService(settings)
+    if notice:
+        err.print(f"[bold yellow]{notice}[/]", highlight=False)
+    if warm:
+        service.warm()
+    try:
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        write_server_file(settings.home, url)
+        err.print(f"serving {settings.home} on http://{host}:{port} "
+                  f"(docs at http://{host}:{port}/docs)", highlight=False)
+        # uvicorn re-raises SIGTERM after its graceful shutdown: exit, so `finally` runs.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:
+        remove_server_file(settings.home)
+        service.close()
 
 
 @app.command()
@@ -197,10 +295,27 @@ def _show(items: list[Recommendation], as_json: bool, title: str) -> None:
         sys.stdout.write(json.dumps([i.to_dict() for i in items], ensure_ascii=False) + "\n")
         return
     table = Table(title=title)
-    for column in ("#", "product_id", "score", "title", "category", "price"):
+    columns = ["#", "product_id", "score", "title", "category", "price"]
+    if any(i.because for i in items):
+        columns.append("because")
+    for column in columns:
         table.add_column(column)
     for rank, item in enumerate(items, 1):
         price: Any = item.payload.get("price", "")
-        table.add_row(str(rank), item.product_id, f"{item.score:.3f}", item.title,
-                      str(item.payload.get("category", "")), str(price))
+        cells = [str(rank), item.product_id, f"{item.score:.3f}", item.title,
+                 str(item.payload.get("category", "")), str(price)]
+        table.add_row(*cells, *([item.because or ""] if len(columns) > len(cells) else []))
     out.print(table)
+
+
+from semrec.evaluation.cli import evaluate  # noqa: E402 - registered last, kept in its package
+
+app.command()(evaluate)
+
+from semrec.training.cli import train  # noqa: E402 - registered last, kept in its package
+
+app.command()(train)
+
+from semrec.serving.verify_cli import verify  # noqa: E402 - registered last, kept in its module
+
+app.command()(verify)

@@ -6,11 +6,12 @@ Front objects stay thin: this module only builds and hands out the stage objects
 
 from __future__ import annotations
 
-from functools import cached_property
+import threading
 from typing import Any
 
 from semrec.config import Settings
 from semrec.encoders import (
+    Encoder,
     create_image_encoder,
     create_text_encoder,
     image_dim,
@@ -18,6 +19,7 @@ from semrec.encoders import (
     text_dim,
     text_encoder_id,
 )
+from semrec.faults import failpoint
 from semrec.home import Home, OwnerLock
 from semrec.index import VectorStore, open_store
 from semrec.index.builder import ImageSource, IndexBuilder
@@ -46,6 +48,10 @@ class Semrec:
         self.products = ProductTable(self.conn)
         self.features = FeatureCache(self.conn)
         self._store: VectorStore | None = None
+        self._store_version: str | None = None
+        self._text_encoder: Encoder | None = None
+        self._encoder_lock = threading.Lock()
+        self._open_lock = threading.Lock()
 
     # -- model ---------------------------------------------------------------------------
     def encoder_ids(self) -> dict[str, Any]:
@@ -71,6 +77,7 @@ class Semrec:
             text_weight=s.tower.text_weight, image_weight=s.tower.image_weight, seed=s.tower.seed,
         )
         manifest = self.models.save(ItemTower(config), kind="init", encoders=self._encoder_names())
+        failpoint("model:saved")
         self.models.promote(manifest.version)
         return manifest
 
@@ -86,31 +93,92 @@ class Semrec:
             )
 
     # -- stages --------------------------------------------------------------------------
-    @cached_property
+    @property
     def store(self) -> VectorStore:
-        model = self.current_model(create=False)
-        if model is None:
-            raise EmptyIndex(self.settings.home)
-        tower, manifest = model
-        return self.open_store(manifest.version, tower.config.dim)
+        """The store of the served version (opened once; see ``refresh`` for a swap)."""
+        if self._store is None:
+            with self._open_lock:  # concurrent first queries open it once
+                if self._store is None:
+                    model = self.current_model(create=False)
+                    if model is None:
+                        raise EmptyIndex(self.settings.home)
+                    tower, manifest = model
+                    store = self.open_store(manifest.version, tower.config.dim)
+                    self._store_version = manifest.version
+                    self._store = store
+        return self._store
+
+    @property
+    def store_version(self) -> str | None:
+        """The model version whose store is open now (None before the first query)."""
+        return self._store_version
 
     def open_store(self, version: str, dim: int) -> VectorStore:
         return open_store(self.settings.store, self.home.index, version, dim)
 
     def builder(self, images: ImageSource) -> IndexBuilder:
+        """An index builder for the served version, writing into the open store.
+
+        The first build on a data directory creates the initial (untrained) model; on a
+        server store it also points the served alias at the version's collection.
+        """
         tower, manifest = self.current_model(create=True)
-        store = self.open_store(manifest.version, tower.config.dim)
-        self.__dict__["store"] = store
+        if self._store_version != manifest.version:
+            self._close_store()
+            self._store = self.open_store(manifest.version, tower.config.dim)
+            self._store_version = manifest.version
+            self._store.activate()
         s = self.settings
         return IndexBuilder(
-            self.conn, store, tower, manifest.version,
-            text_encoder=lambda: create_text_encoder(s.text),
+            self.conn, self.store, tower, manifest.version,
+            text_encoder=self.text_encoder,
             image_encoder=(lambda: create_image_encoder(s.image)) if s.image.enabled else None,
             encoder_ids=self.encoder_ids(), images=images,
         )
 
+    def text_encoder(self) -> Encoder:
+        """The configured text encoder, loaded once per process on first need (so a server
+        loads it once for all its ``PUT /items`` calls, and may load it ahead of time)."""
+        with self._encoder_lock:
+            if self._text_encoder is None:
+                self._text_encoder = create_text_encoder(self.settings.text)
+            return self._text_encoder
+
     def recommender(self) -> Recommender:
         return Recommender(self.store, self.events, self.products, self.settings.user)
+
+    def promote(self, version: str, store: VectorStore) -> None:
+        """Serve ``version``, whose index ``store`` is fully built: the server alias moves
+        first, then ``models/CURRENT`` (both atomic). Readers never see a partial index."""
+        self.models.manifest(version)  # must exist
+        store.activate()
+        self.models.promote(version)
+
+    def refresh(self) -> bool:
+        """Follow a promotion made since the store was opened: close the old version's store
+        and open the new one. True when the served version changed. Cheap (one small file
+        read), so a long-running server calls it per request."""
+        if self._store is None or self.models.current_version() == self._store_version:
+            return False
+        self._close_store()
+        return True
+
+    def delete_products(self, product_ids: list[str]) -> int:
+        """Remove products from the index, then from the catalog; gone from every query
+        when this returns. A crash in between leaves catalog rows without vectors (searches
+        never return them; popularity still could): deleting again finishes the job.
+        Returns how many were in the catalog."""
+        known = self.products.known(product_ids)
+        self.store.delete(product_ids)
+        with self.conn:
+            self.products.delete(product_ids)
+        return len(known)
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        self._store = None
+        self._store_version = None
 
     def info(self) -> dict[str, Any]:
         version = self.models.current_version()
@@ -130,8 +198,7 @@ class Semrec:
         }
 
     def close(self) -> None:
-        if "store" in self.__dict__:
-            self.__dict__.pop("store").close()
+        self._close_store()
         self.conn.close()
         if self._lock is not None:
             self._lock.release()

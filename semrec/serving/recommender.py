@@ -1,21 +1,27 @@
-"""Queries: similar items for a product, a personalised feed for a user.
+"""Queries: similar items for a product, a personalised feed for a user, an ad slate.
 
 Reads only: the vector store (item vectors), the event log (histories, popularity) and
 the config. The user tower pools the vectors of the user's history, so a user needs no
-ID embedding and is served from their first interaction.
+ID embedding and is served from their first interaction. Business rules (filters,
+exclusions, diversity) are applied here, the same for every store backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from semrec.config import UserSettings
-from semrec.index.base import Filters, VectorStore
+from semrec.index.base import Filters, Hit, VectorStore
+from semrec.serving.rerank import because, mmr, pool_size
 from semrec.state import EventLog, ProductTable
 from semrec.towers.user import history_weights, pool
+
+#: How much an ad slate is diversified across its slots (MMR, 0 = pure relevance).
+AD_DIVERSITY = 0.3
 
 
 class UnknownProduct(LookupError):
@@ -31,6 +37,7 @@ class Recommendation:
     score: float
     payload: dict[str, Any]
     source: str  # "similar", "history" or "popular"
+    because: str | None = None  # feed: the history product that contributed most
 
     @property
     def title(self) -> str:
@@ -39,8 +46,11 @@ class Recommendation:
     def to_dict(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.payload.items()
                   if k not in {"product_id", "title", "model_version", "modalities"}}
-        return {"product_id": self.product_id, "score": round(self.score, 6),
-                "title": self.title, **fields, "source": self.source}
+        out = {"product_id": self.product_id, "score": round(self.score, 6),
+               "title": self.title, **fields, "source": self.source}
+        if self.because is not None:
+            out["because"] = self.because
+        return out
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,33 @@ class Feed:
     history_size: int
 
 
+@dataclass(frozen=True)
+class Campaign:
+    """The products an ad may show: a list of IDs, or a category and/or a price cap."""
+
+    slots: int
+    product_ids: tuple[str, ...] | None = None
+    category: str | None = None
+    max_price: float | None = None
+
+    def filters(self) -> Filters:
+        """Campaign membership plus the rule that an ad is never out of stock."""
+        only = frozenset(self.product_ids) if self.product_ids is not None else None
+        return Filters(category=self.category, max_price=self.max_price, in_stock=True,
+                       only=only)
+
+
+@dataclass(frozen=True)
+class _History:
+    product_ids: list[str]  # one per event, oldest first
+    vectors: np.ndarray
+    weights: np.ndarray
+
+    def vector(self) -> np.ndarray | None:
+        pooled = pool(self.vectors, self.weights)
+        return pooled if np.any(pooled) else None
+
+
 class Recommender:
     def __init__(self, store: VectorStore, events: EventLog, products: ProductTable,
                  user: UserSettings) -> None:
@@ -59,42 +96,105 @@ class Recommender:
         self.products = products
         self.user = user
 
-    def similar(self, product_id: str, k: int = 10,
-                filters: Filters | None = None) -> list[Recommendation]:
-        """The ``k`` products closest to ``product_id``, never the product itself."""
+    def similar(self, product_id: str, k: int = 10, filters: Filters | None = None,
+                diversity: float = 0.0) -> list[Recommendation]:
+        """The ``k`` products closest to ``product_id``, never the product itself;
+        ``diversity`` > 0 re-ranks a larger candidate pool with MMR."""
         items = self.store.get([product_id], with_vectors=True)
         if not items:
             raise UnknownProduct(product_id)
         filters = (filters or Filters()).with_exclude([product_id])
-        hits = self.store.search(items[0].vector, k, filters)
+        hits = self._search(items[0].vector, k, filters, diversity)
         return [Recommendation(h.product_id, h.score, h.payload, "similar") for h in hits]
 
-    def user_vector(self, user_id: str) -> tuple[np.ndarray | None, int]:
-        """The pooled vector of the user's history (None without indexed history)."""
+    def _search(self, vector: np.ndarray, k: int, filters: Filters,
+                diversity: float) -> list[Hit]:
+        """Top ``k`` by relevance, or MMR over ``pool_size`` candidates when diversifying."""
+        _check_diversity(diversity)
+        hits = self.store.search(vector, pool_size(k, diversity), filters,
+                                 with_vectors=diversity > 0)
+        if diversity <= 0:
+            return hits[:k]
+        if not hits:
+            return []
+        picks = mmr(np.array([h.score for h in hits]), np.stack([h.vector for h in hits]),
+                    k, diversity)
+        return [hits[i] for i in picks]
+
+    def _history(self, user_id: str) -> _History | None:
+        """The user's indexed history (events on products no longer indexed are dropped)."""
         history = self.events.history(user_id, limit=self.user.max_history)
         if not history:
-            return None, 0
+            return None
         stored = {s.product_id: s.vector for s in
                   self.store.get(list(dict.fromkeys(pid for pid, _, _ in history)))}
         kept = [(pid, event) for pid, _, event in history if pid in stored]
         if not kept:
-            return None, 0
-        vectors = np.stack([stored[pid] for pid, _ in kept])
-        weights = history_weights([event for _, event in kept], self.user)
-        vector = pool(vectors, weights)
-        return (vector if np.any(vector) else None), len(kept)
+            return None
+        return _History([pid for pid, _ in kept], np.stack([stored[pid] for pid, _ in kept]),
+                        history_weights([event for _, event in kept], self.user))
 
-    def feed(self, user_id: str, k: int = 10, filters: Filters | None = None) -> Feed:
-        """Top ``k`` for the user, leaving out what they bought; popular items without history."""
+    def user_vector(self, user_id: str) -> tuple[np.ndarray | None, int]:
+        """The pooled vector of the user's history (None without indexed history)."""
+        history = self._history(user_id)
+        if history is None:
+            return None, 0
+        vector = history.vector()
+        return vector, (len(history.product_ids) if vector is not None else 0)
+
+    def feed(self, user_id: str, k: int = 10, filters: Filters | None = None,
+             diversity: float = 0.0) -> Feed:
+        """Top ``k`` for the user, leaving out what they bought; popular items without history.
+        Each personalised item names ``because``: its strongest history product."""
         filters = filters or Filters()
         bought = self.events.products_with_event(user_id, self.user.bought_events)
         filters = filters.with_exclude(bought)
-        vector, used = self.user_vector(user_id)
-        if vector is None:
+        history = self._history(user_id)
+        vector = history.vector() if history is not None else None
+        if history is None or vector is None:
             return Feed(user_id, self.popular(k, filters), personalised=False, history_size=0)
-        hits = self.store.search(vector, k, filters)
-        items = [Recommendation(h.product_id, h.score, h.payload, "history") for h in hits]
-        return Feed(user_id, items, personalised=True, history_size=used)
+        items = self._personalised(history, vector, k, filters, diversity)
+        return Feed(user_id, items, personalised=True, history_size=len(history.product_ids))
+
+    def _personalised(self, history: _History, vector: np.ndarray, k: int, filters: Filters,
+                      diversity: float) -> list[Recommendation]:
+        _check_diversity(diversity)
+        hits = self.store.search(vector, pool_size(k, diversity), filters, with_vectors=True)
+        if not hits:
+            return []
+        stacked = np.stack([h.vector for h in hits])
+        picks = mmr(np.array([h.score for h in hits]), stacked, k, diversity)
+        reasons = because(history.product_ids, history.vectors, history.weights,
+                          stacked[picks])
+        return [Recommendation(hits[i].product_id, hits[i].score, hits[i].payload, "history",
+                               reason) for i, reason in zip(picks, reasons, strict=True)]
+
+    def ads(self, user_id: str, campaign: Campaign,
+            diversity: float = AD_DIVERSITY) -> Feed:
+        """The campaign's products ranked for ``user_id`` across ``campaign.slots`` slots.
+
+        Never an out-of-stock product or one the user bought; diversified with MMR. A user
+        without history gets the campaign's most popular products, then (for a list of
+        IDs) the rest of the list in its order.
+        """
+        feed = self.feed(user_id, campaign.slots, campaign.filters(), diversity)
+        if feed.personalised or campaign.product_ids is None:
+            return feed
+        items = list(feed.items)
+        if len(items) < campaign.slots:
+            items += self._fill(campaign, user_id, {i.product_id for i in items},
+                                campaign.slots - len(items))
+        return Feed(user_id, items, personalised=False, history_size=0)
+
+    def _fill(self, campaign: Campaign, user_id: str, taken: set[str],
+              n: int) -> list[Recommendation]:
+        """Campaign products without events, in campaign order, passing its rules."""
+        bought = self.events.products_with_event(user_id, self.user.bought_events)
+        rules = campaign.filters().with_exclude(bought | taken)
+        rows = self.products.get_many(campaign.product_ids or ())
+        return [Recommendation(pid, 0.0, rows[pid].payload, "popular")
+                for pid in dict.fromkeys(campaign.product_ids or ())
+                if pid in rows and rules.passes(rows[pid].payload)][:n]
 
     def popular(self, k: int, filters: Filters | None = None) -> list[Recommendation]:
         """Most-interacted products passing ``filters``; score is the share of events."""
@@ -106,18 +206,19 @@ class Recommender:
             ranked = self.events.popular(fetch, filters.category, sorted(filters.exclude))
             rows = self.products.get_many(pid for pid, _ in ranked)
             out = [Recommendation(pid, n / total, rows[pid].payload, "popular")
-                   for pid, n in ranked if pid in rows and _passes(rows[pid].payload, filters)]
+                   for pid, n in ranked if pid in rows and filters.passes(rows[pid].payload)]
             if len(out) >= k or len(ranked) < fetch:
                 return out[:k]
             fetch *= 4
 
 
-def _passes(payload: dict[str, Any], f: Filters) -> bool:
-    price = payload.get("price")
-    if f.min_price is not None and (price is None or price < f.min_price):
-        return False
-    if f.max_price is not None and (price is None or price > f.max_price):
-        return False
-    if f.in_stock is True and payload.get("in_stock") is False:
-        return False
-    return not (f.in_stock is False and payload.get("in_stock") is not False)
+def _check_diversity(diversity: float) -> None:
+    if not 0.0 <= diversity <= 1.0:
+        raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
+
+
+def campaign_ids(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Campaign product IDs, stripped and de-duplicated in order (None stays None)."""
+    if values is None:
+        return None
+    return tuple(dict.fromkeys(v.strip() for v in values if v.strip()))

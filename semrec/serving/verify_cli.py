@@ -1,0 +1,64 @@
+"""``semrec verify [--catalog FILE] [--repair]``: the typer command (registered on the main
+app by ``serving/cli.py``); the checks themselves are in ``verify.py``.
+
+Exit status: 0 when everything agrees (or every difference was repaired), 1 otherwise.
+Needs the index, so it is refused (naming the owner) while ``semrec serve`` runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from semrec.config import ConfigError, load_settings
+from semrec.home import HomeBusy
+from semrec.serving.context import EmptyIndex, ModelMismatch, Semrec
+
+out = Console()
+err = Console(stderr=True)
+USER_ERRORS = (HomeBusy, EmptyIndex, ConfigError, ModelMismatch, ValueError, FileNotFoundError)
+
+
+def verify(
+    ctx: typer.Context,
+    catalog: Annotated[Path | None, typer.Option(
+        "--catalog", help="Also compare with this catalog file (.csv or .jsonl).")] = None,
+    repair: Annotated[bool, typer.Option(help="Fix every difference found.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check that catalog, feature cache, events and index agree; --repair fixes them."""
+    from ingest import image_source, read_catalog
+    from semrec.serving.verify import verify as run_verify
+
+    try:
+        settings = load_settings(home=ctx.obj)
+        products = None
+        if catalog is not None:
+            result = read_catalog(catalog, image_roots=settings.image.allowed_roots)
+            products = result.items
+        roots = ((catalog.absolute().parent,) if catalog else ()) + settings.image.allowed_roots
+        images = image_source(settings.image.max_pixels, roots or None)
+        with Semrec(settings, role="verify") as sr:
+            report = run_verify(sr, sr.builder(images), products, repair=repair)
+    except USER_ERRORS as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        out.print_json(data=report.to_dict())
+    else:
+        counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.counts.items())
+        out.print(f"checked: {counts}", highlight=False)
+        for f in report.findings[:50]:
+            out.print(f"{f.kind}: {f.subject}: {f.detail}", highlight=False)
+        if len(report.findings) > 50:
+            out.print(f"... and {len(report.findings) - 50} more", highlight=False)
+        kinds = ", ".join(f"{n} {k}" for k, n in report.by_kind().items())
+        out.print("everything agrees" if report.ok else
+                  f"{len(report.findings)} difference(s) ({kinds})"
+                  + (f"; repaired, {len(report.remaining)} left" if report.repaired
+                     else "; run with --repair to fix"), highlight=False)
+    if report.remaining or (not report.ok and not repair):
+        raise typer.Exit(1)

@@ -1,0 +1,127 @@
+"""The two towers as training sees them, and the retrieval task (the loss).
+
+``ItemEncoder`` wraps the serving ``ItemTower`` (heads over frozen features held as
+buffers) and, optionally, one ID embedding per product; ``PoolingUsers`` is the recency
+mean written as a differentiable, all-positions-at-once operation; ``SampledSoftmax`` is the
+loss. The model only wires these together (``trainer.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from semrec.config import UserSettings
+from semrec.towers.item import ItemTower
+from semrec.training.data import ItemFeatures
+
+
+class ItemEncoder(nn.Module):
+    """Item vectors ``normalise(tower(features_i) + id_i)``, the ID term only where enabled.
+
+    ``id_dropout`` drops the ID term per product and step during training, so the content
+    path alone stays a good vector: what a product ingested after training gets. Only
+    products in ``seen`` (those with training events) have an ID term at all: a product that
+    is only ever a sampled negative would otherwise learn to be far from everyone, which is
+    wrong for a product nobody has had the chance to buy yet.
+    """
+
+    def __init__(self, tower: ItemTower, features: ItemFeatures, id_embeddings: bool,
+                 id_dropout: float = 0.0, seen: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.tower = tower
+        self.register_buffer("text", torch.from_numpy(np.asarray(features.text, np.float32)))
+        has_image = features.image is not None
+        self.register_buffer("image", torch.from_numpy(np.asarray(features.image, np.float32))
+                             if has_image else None)
+        self.register_buffer("has_image", torch.from_numpy(np.asarray(features.has_image, bool))
+                             if has_image else None)
+        self.ids = nn.Embedding(len(features), tower.config.dim) if id_embeddings else None
+        if self.ids is not None:
+            nn.init.zeros_(self.ids.weight)  # an unseen product keeps exactly its content
+        seen_mask = np.ones(len(features), bool) if seen is None else np.asarray(seen, bool)
+        self.register_buffer("seen", torch.from_numpy(seen_mask))
+        self.id_dropout = id_dropout
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        image = self.image[index] if self.image is not None else None
+        mask = self.has_image[index] if self.has_image is not None else None
+        content = self.tower(self.text[index], image, mask)
+        if self.ids is None:
+            return content
+        ids = self.ids(index) * self.seen[index, None]
+        if self.training and self.id_dropout > 0:
+            keep = torch.rand(len(index), 1, device=ids.device) >= self.id_dropout
+            ids = ids * keep
+        return nn.functional.normalize(content + ids, dim=-1, eps=1e-12)
+
+    @torch.no_grad()
+    def all_vectors(self, batch: int = 8192) -> torch.Tensor:
+        was = self.training
+        self.eval()
+        out = torch.cat([self(torch.arange(s, min(s + batch, len(self.text))))
+                         for s in range(0, len(self.text), batch)])
+        self.train(was)
+        return out
+
+
+class PoolingUsers(nn.Module):
+    """The parameter-free user tower at every position: row ``t`` is the recency-weighted
+    mean of events ``0..t`` (``UserSettings.pooling``/``half_life``; every event a purchase),
+    so its weights are those ``towers/user.py`` uses when serving."""
+
+    def __init__(self, user: UserSettings, max_len: int) -> None:
+        super().__init__()
+        age = torch.arange(max_len)[:, None] - torch.arange(max_len)[None, :]
+        decay = (torch.ones_like(age, dtype=torch.float32) if user.pooling == "mean"
+                 else torch.pow(0.5, age.float() / user.half_life))
+        self.register_buffer("weights", torch.where(age >= 0, decay, 0.0), persistent=False)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        length = items.shape[1]
+        pooled = self.weights[:length, :length] @ items
+        return nn.functional.normalize(pooled, dim=-1, eps=1e-12)
+
+
+class SampledSoftmax:
+    """Softmax over the batch's positives plus shared sampled negatives, with logQ.
+
+    Candidates are the unique products among the batch's targets and ``negatives`` uniform
+    samples of the products ``seen`` in training. Products without training events are never
+    candidates: a product ingested after training was never a negative either, and one that
+    only ever appears as a negative is learnt to be far from everyone, which ruins the
+    content vectors of new products (measured: cold recall@10 0.003 instead of 0.05).
+    A product's expected count among them is ``P * pop_i + N / n``; subtracting its
+    log removes the bias of popular products being candidates (hence negatives) more often
+    than the full softmax would make them (Yi et al., 2019).
+    """
+
+    def __init__(self, popularity: np.ndarray, negatives: int, temperature: float,
+                 logq: bool, seen: np.ndarray | None = None) -> None:
+        counts = np.asarray(popularity, np.float64)
+        self.prob = torch.from_numpy(counts / max(counts.sum(), 1.0)).float()
+        pool = np.arange(len(counts)) if seen is None else np.flatnonzero(seen)
+        self.pool = torch.from_numpy(pool.astype(np.int64))
+        self.n_items = max(len(pool), 1)
+        self.negatives = negatives
+        self.temperature = temperature
+        self.logq = logq
+
+    def candidates(self, targets: torch.Tensor,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unique candidate products, each target's column among them)."""
+        sampled = self.pool[torch.randint(0, len(self.pool), (self.negatives,),
+                                          generator=generator)]
+        unique, inverse = torch.unique(torch.cat([targets, sampled]), return_inverse=True)
+        return unique, inverse[:len(targets)]
+
+    def loss(self, users: torch.Tensor, candidates: torch.Tensor, items: torch.Tensor,
+             labels: torch.Tensor, positions: int) -> torch.Tensor:
+        """``users`` (P, d), candidate vectors ``items`` (M, d) of products ``candidates``."""
+        logits = users @ items.T / self.temperature
+        if self.logq:
+            expected = positions * self.prob[candidates] + self.negatives / self.n_items
+            logits = logits - torch.log(expected.clamp_min(1e-12))
+        return nn.functional.cross_entropy(logits, labels)
+

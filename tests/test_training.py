@@ -1,0 +1,232 @@
+"""Tests for ``semrec.training`` and the trained towers, on data with a known answer and real
+components: the training core on a synthetic catalog whose next purchase follows a cycle of
+categories, and ``semrec train`` end to end on the fixture home (bundled MiniLM features,
+SQLite, Qdrant Edge)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from semrec.config import TrainSettings, UserSettings, load_settings
+from semrec.serving.cli import app
+from semrec.serving.context import Semrec
+from semrec.towers import ItemTowerConfig
+from semrec.towers.user import PoolingUserTower, SequentialTower, load_user_tower
+from semrec.training import ItemFeatures, fit, holdout_last, load_home
+from semrec.training.reindex import reindex, save_version
+from tests.conftest import FIXTURES, write_config
+
+runner = CliRunner()
+
+# --- the training core on a cycle of categories ------------------------------------------------
+
+N_CATEGORIES, PER_CATEGORY, FEATURE_DIM = 8, 6, 16
+
+
+def cycle_data(n_users: int = 500, seed: int = 0) -> tuple[ItemFeatures, list[np.ndarray]]:
+    """Products are noisy copies of their category's centroid; every user walks the categories
+    in order (c, c+1, c+2, ...), buying a random product of each. The next purchase's category
+    is certain from the last one, and no symmetric similarity can tell c+1 from c-1."""
+    rng = np.random.default_rng(seed)
+    centroids = rng.normal(size=(N_CATEGORIES, FEATURE_DIM))
+    category = np.repeat(np.arange(N_CATEGORIES), PER_CATEGORY)
+    text = (centroids[category] + 0.3 * rng.normal(size=(len(category), FEATURE_DIM)))
+    features = ItemFeatures([f"P{i}" for i in range(len(category))], text.astype(np.float32))
+    sequences = []
+    for _ in range(n_users):
+        start, length = int(rng.integers(N_CATEGORIES)), int(rng.integers(5, 9))
+        cats = (start + np.arange(length)) % N_CATEGORIES
+        sequences.append(cats * PER_CATEGORY + rng.integers(PER_CATEGORY, size=length))
+    return features, sequences
+
+
+def train_cycle(user_tower: str, **overrides: object):
+    features, sequences = cycle_data()
+    values = {"dim": 16, "epochs": 12, "batch_size": 64, "negatives": 16, "lr": 5e-3,
+              "temperature": 0.1, "max_len": 10, "layers": 1, "heads": 2, "dropout": 0.1,
+              "patience": 4, "threads": 1, **overrides}
+    settings = TrainSettings(user_tower=user_tower, **values)
+    tower = ItemTowerConfig(text_dim=FEATURE_DIM, image_dim=8, dim=16)
+    return features, fit(features, sequences, settings, tower, UserSettings())
+
+
+def test_sequential_tower_learns_the_order_pooling_cannot() -> None:
+    _, sequential = train_cycle("sequential")
+    _, pooling = train_cycle("pooling")
+    seq_recall = sequential.metrics["valid_recall@10"]
+    pool_recall = pooling.metrics["valid_recall@10"]
+    assert seq_recall > 0.9, sequential.epochs
+    assert seq_recall > pool_recall + 0.2, (seq_recall, pool_recall)
+    assert seq_recall > sequential.metrics["valid_recall@10_untrained"]
+    assert sequential.epochs[0]["loss"] > sequential.epochs[-1]["loss"]
+
+
+def test_training_is_deterministic_for_a_seed() -> None:
+    features, a = train_cycle("sequential", epochs=2, id_embeddings=True)
+    _, b = train_cycle("sequential", epochs=2, id_embeddings=True)
+    assert np.allclose(a.item_vectors(features), b.item_vectors(features), atol=1e-6)
+    assert a.metrics["valid_recall@10"] == b.metrics["valid_recall@10"]
+
+
+def test_unseen_products_keep_their_content_vector() -> None:
+    """ID embeddings start at zero and a product absent from training never moves: a cold
+    product is exactly its content vector, so it is ranked at once."""
+    features, sequences = cycle_data()
+    cold = {0, 7, 13}
+    sequences = [s[~np.isin(s, list(cold))] for s in sequences]
+    settings = TrainSettings(dim=16, epochs=2, batch_size=64, negatives=16, max_len=10,
+                             layers=1, id_embeddings=True, threads=1)
+    result = fit(features, sequences, settings,
+                 ItemTowerConfig(text_dim=FEATURE_DIM, image_dim=8, dim=16), UserSettings())
+    assert result.id_embeddings is not None
+    assert not result.id_embeddings[sorted(cold)].any()
+    assert result.id_embeddings[[1, 2]].any()
+    content = result.item_tower.embed(features.text)
+    assert np.allclose(result.item_vectors(features)[sorted(cold)], content[sorted(cold)])
+
+
+def test_holdout_last_keeps_validation_out_of_training() -> None:
+    train, valid = holdout_last([np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7, 8, 7])])
+    assert [t.tolist() for t in train] == [[1, 2, 3], [5, 6], [7, 8]]
+    assert valid.targets.tolist() == [4]  # 7 was already in its history: not a target
+    assert valid.histories[0].tolist() == [1, 2, 3]
+
+
+# --- ``semrec train`` on the fixture home ------------------------------------------------------
+
+
+def semrec(home: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["--home", str(home), *args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+FAST = {"dim": 32, "epochs": 2, "batch_size": 64, "negatives": 64, "max_len": 20,
+        "layers": 1, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture catalog (text only) and events, ingested once."""
+    home = tmp_path_factory.mktemp("indexed")
+    write_config(home)
+    for command, file in (("ingest", "catalog.csv"), ("events", "events.csv")):
+        code, _, stderr = semrec(home, command, str(FIXTURES / file))
+        assert code == 0, stderr
+    return home
+
+
+@pytest.fixture
+def home(indexed: Path, tmp_path: Path) -> Path:
+    copy = Path(shutil.copytree(indexed, tmp_path / "home"))
+    config = copy / "semrec.toml"
+    config.write_text(config.read_text() + "[train]\n"
+                      + "".join(f"{k} = {v}\n" for k, v in FAST.items()))
+    return copy
+
+
+def test_train_command_trains_reindexes_and_serves_without_encoding(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sentence_transformers
+
+    def no_encoder(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training must not load an encoder")
+
+    monkeypatch.setattr(sentence_transformers.SentenceTransformer, "__init__", no_encoder)
+    settings = load_settings(home=home)
+    with Semrec(settings, own_index=False) as sr:
+        features_before, old = sr.features.count(), sr.models.current_version()
+    code, stdout, stderr = semrec(home, "train", "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["products_indexed"] == 300 and summary["user_tower"] == "sequential"
+    with Semrec(settings) as sr:
+        new = sr.models.current_version()
+        assert new != old and new == summary["version"] and new.startswith("trained-")
+        assert sr.features.count() == features_before
+        assert sr.store.count() == 300
+        assert {r.model_version for r in sr.products.all()} == {new}
+        manifest = sr.models.manifest(new)
+        assert manifest.user_tower["kind"] == "sequential"
+        feed = sr.recommender().feed("U001", 5)
+    assert feed.personalised and len(feed.items) == 5
+    assert all(i.payload["model_version"] == new for i in feed.items)
+
+
+def test_saved_version_reloads_to_the_same_user_vector(home: Path) -> None:
+    settings = load_settings(home=home)
+    with Semrec(settings) as sr:
+        features, sequences = load_home(sr.conn, sr.current_model()[0].config.image_dim)
+        tower = ItemTowerConfig(text_dim=features.text.shape[1],
+                                image_dim=sr.current_model()[0].config.image_dim, dim=32)
+        train = settings.train.model_copy(update={"id_embeddings": True})
+        result = fit(features, sequences, train, tower, settings.user)
+        manifest = save_version(sr, result, features.product_ids, train.model_dump())
+        reindex(sr, manifest.version)
+        _, loaded, extra = sr.models.load(manifest.version)
+        user = load_user_tower(loaded, extra, settings.user)
+        assert isinstance(user, SequentialTower)
+        history = sequences[0]
+        stored = {s.product_id: s.vector for s in
+                  sr.store.get([features.product_ids[i] for i in history])}
+        served = user.user_vector(np.stack([stored[features.product_ids[i]] for i in history]),
+                                  ["purchase"] * len(history))
+    trained = result.user_tower.user_vector(result.item_vectors(features)[history])
+    assert np.allclose(served, trained, atol=1e-5)
+    assert abs(np.linalg.norm(served) - 1) < 1e-5
+
+
+def test_reindex_switches_current_only_when_complete(home: Path) -> None:
+    settings = load_settings(home=home)
+    with Semrec(settings) as sr:
+        features, sequences = load_home(sr.conn, sr.current_model()[0].config.image_dim)
+        old = sr.models.current_version()
+        query = sr.store.get(["P0001"])[0].vector
+        train = settings.train.model_copy(update={"user_tower": "pooling"})
+        tower = ItemTowerConfig(text_dim=features.text.shape[1],
+                                image_dim=sr.current_model()[0].config.image_dim, dim=32)
+        result = fit(features, sequences, train, tower, settings.user)
+        manifest = save_version(sr, result, features.product_ids, train.model_dump())
+        seen: list[str] = []
+
+        def during(n: int) -> None:  # the old version serves until the new index is complete
+            assert sr.models.current_version() == old
+            hits = sr.store.search(query, 3)
+            seen.extend(h.payload["model_version"] for h in hits)
+
+        reindex(sr, manifest.version, during)
+        assert seen and set(seen) == {old}
+        assert sr.models.current_version() == manifest.version
+        hits = sr.store.search(sr.store.get(["P0001"])[0].vector, 3)
+        assert {h.payload["model_version"] for h in hits} == {manifest.version}
+        model = sr.models.load(manifest.version)
+    assert isinstance(load_user_tower(model[1], model[2], settings.user), PoolingUserTower)
+    assert model[0].config.dim == 32
+
+
+def test_evaluation_runner_trains_on_the_split_and_leaves_the_served_model(home: Path) -> None:
+    from semrec.evaluation import EvalContext, load_dataset, make_split, rank_users, summarise
+    from semrec.evaluation.models import get_runner
+    from semrec.towers import ModelRegistry
+
+    dataset = load_dataset(FIXTURES / "catalog.csv", FIXTURES / "events.csv")
+    split = make_split(dataset, "last", cold_fraction=0.1)
+    settings = load_settings(home=home)
+    served = ModelRegistry(home / "models").current_version()
+    ctx = EvalContext(dataset, split, (10,), settings, home)
+    [fitted] = get_runner("semrec-trained")(ctx)
+    assert fitted.name == "semrec-trained-sequential" and fitted.family == "semrec"
+    assert fitted.valid is not None and "recall@10" in fitted.valid
+    scores = fitted.scorer(split.test.users)
+    assert len(split.cold_items) and np.isfinite(scores[:, split.cold_items]).all()  # content
+    history = split.test.train.matrix(split.n_users, split.n_items)
+    ranked = rank_users(fitted.scorer, split.test.users, split.test.targets, history, 10)
+    assert summarise(ranked, (10,), split.n_items)["recall@10"] > 0
+    assert ModelRegistry(home / "models").current_version() == served  # never promoted
