@@ -36,7 +36,7 @@ import httpx
 from bench._common import command_line, machine, percentiles, write_result
 
 DATASET = Path("/work/shared/datasets/amazon-games")
-SEMREC = [sys.executable, "-c", "from semrec.serving.cli import app; app()"]
+SEMREC = [sys.executable, "-c", "from semrec.cli import app; app()"]
 
 
 def _env() -> dict[str, str]:

@@ -1,12 +1,21 @@
-"""Safe loading of product images: bounded size, fully decoded, RGB, clear errors."""
+"""Safe loading of product images: bounded size, fully decoded, RGB, clear errors; and,
+when enabled, bounded downloads of http(s) image URLs."""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
+import io
+import threading
+import time
+import urllib.error
+import urllib.request
 import warnings
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TypeGuard
+from urllib.parse import urlsplit
 
 from PIL import Image
 
@@ -25,14 +34,24 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 _WHITE = (255, 255, 255, 255)
+#: The only URL schemes ever fetched (and followed in redirects).
+URL_SCHEMES = ("http", "https")
+DEFAULT_MAX_DOWNLOAD_BYTES = 20_000_000
+_CHUNK = 1 << 16
+
+
+def is_url(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an ``http://`` or ``https://`` URL (any case)."""
+    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
 
 
 class ImageError(Exception):
-    """An image file that cannot be used; ``path`` and ``reason`` say which and why."""
+    """An image file or URL that cannot be used; ``path`` and ``reason`` say which and why
+    (``path`` is a ``Path``, or the URL as given)."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         super().__init__(path, reason)  # both in args, so the exception pickles
-        self.path = Path(path)
+        self.path: Path | str = path if is_url(path) else Path(path)
         self.reason = reason
 
     def __str__(self) -> str:
@@ -49,28 +68,36 @@ def load_image(path: str | Path, *, max_pixels: int = 40_000_000) -> Image.Image
     is not an image, is corrupt or truncated, or has more than ``max_pixels`` pixels
     (including Pillow's own decompression-bomb limit); ``ValueError`` if ``max_pixels`` < 1.
     """
+    path = Path(path)
+    try:
+        return decode_image(path, path, max_pixels=max_pixels)
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+
+
+def decode_image(source: str | Path | IO[bytes], name: str | Path, *,
+                 max_pixels: int = 40_000_000) -> Image.Image:
+    """``load_image`` for a path or a binary file-like object (e.g. downloaded bytes);
+    ``name`` is what an ``ImageError`` names. ``FileNotFoundError`` passes through."""
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
-    path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:  # lazy: reads the header only
+            with Image.open(source) as image:  # lazy: reads the header only
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageError(path, f"{width}x{height} is more than {max_pixels} pixels")
+                    raise ImageError(name, f"{width}x{height} is more than {max_pixels} pixels")
                 image.load()
                 return _upright_rgb(image)
-    except ImageError:
+    except (ImageError, FileNotFoundError):
         raise
-    except FileNotFoundError:
-        raise ImageError(path, "file not found") from None
     except Image.UnidentifiedImageError:
-        raise ImageError(path, "not an image, or an unsupported image format") from None
+        raise ImageError(name, "not an image, or an unsupported image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(path, f"too many pixels ({exc})") from None
+        raise ImageError(name, f"too many pixels ({exc})") from None
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ...) on bad data
-        raise ImageError(path, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from exc
+        raise ImageError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from exc
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:
@@ -124,18 +151,126 @@ def inside_roots(path: str | Path, roots: Sequence[str | Path]) -> Path:
                            "image.allowed_roots)")
 
 
+class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
+    """Follows at most a few redirects, and only to http(s) URLs (urllib's own handler
+    would follow one to ``ftp://``)."""
+
+    max_redirections = 5
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if urlsplit(newurl).scheme.lower() not in URL_SCHEMES:
+            raise ImageError(req.full_url, f"redirected to a non-http(s) URL ({newurl})")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_NoOtherSchemes)
+
+
+def fetch_image(url: str, *, timeout_s: float = 10.0,
+                max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> bytes:
+    """The body of an ``http(s)`` GET of ``url``: at most ``max_bytes`` bytes, within about
+    ``timeout_s`` seconds (each network wait, and the whole download). Redirects are followed
+    to http(s) URLs only. Raises ``ImageError`` (naming the URL, with a one-line reason) for
+    another scheme, a non-2xx status, a body larger than ``max_bytes``, a timeout or any
+    network error."""
+    if not is_url(url):
+        raise ImageError(url, "only http:// and https:// URLs are fetched")
+    deadline = time.monotonic() + timeout_s
+    request = urllib.request.Request(url, headers={"User-Agent": "semrec"})
+    try:
+        with _opener.open(request, timeout=timeout_s) as response:
+            status = getattr(response, "status", 200)
+            if not 200 <= status < 300:
+                raise ImageError(url, f"HTTP {status} (expected 2xx)")
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > max_bytes:
+                raise ImageError(url, f"larger than {max_bytes} bytes ({length} announced)")
+            body = bytearray()
+            while chunk := response.read(min(_CHUNK, max_bytes + 1 - len(body))):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ImageError(url, f"larger than {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise ImageError(url, f"download took more than {timeout_s:g} s")
+            return bytes(body)
+    except ImageError:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise ImageError(url, f"HTTP {exc.code} {exc.reason}".rstrip()) from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            raise ImageError(url, f"timed out after {timeout_s:g} s") from None
+        raise ImageError(url, f"cannot fetch ({reason})") from None
+    except TimeoutError:
+        raise ImageError(url, f"timed out after {timeout_s:g} s") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise ImageError(url, f"cannot fetch ({type(exc).__name__}: {exc})") from None
+
+
+class _Downloads:
+    """The bytes ``digest`` fetched, kept until ``load`` takes them, so a URL is fetched once
+    per ingest. Bounded (oldest dropped first): a dropped URL is simply fetched again."""
+
+    def __init__(self, fetch: Callable[[str], bytes], max_entries: int = 2048,
+                 max_bytes: int = 512 * 1024 * 1024) -> None:
+        self._fetch = fetch
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()  # load runs in a thread pool
+
+    def digest(self, url: str) -> str:
+        data = self._fetch(url)
+        with self._lock:
+            self._size -= len(self._kept.pop(url, b""))
+            self._kept[url] = data
+            self._size += len(data)
+            while self._kept and (len(self._kept) > self._max_entries
+                                  or self._size > self._max_bytes):
+                self._size -= len(self._kept.popitem(last=False)[1])
+        return hashlib.sha256(data).hexdigest()
+
+    def take(self, url: str) -> bytes:
+        with self._lock:
+            data = self._kept.pop(url, None)
+            if data is not None:
+                self._size -= len(data)
+        return self._fetch(url) if data is None else data
+
+
 def image_source(max_pixels: int = 40_000_000,
-                 roots: Sequence[str | Path] | None = None) -> ImageSource:
+                 roots: Sequence[str | Path] | None = None, *, allow_urls: bool = False,
+                 url_timeout_s: float = 10.0,
+                 max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> ImageSource:
     """The indexing stage's view of product images: digests and bounded, safe loads.
 
     With ``roots``, every path is checked with ``inside_roots`` again when it is read (a
-    path that was fine when the catalog was read may since have become a symlink out)."""
+    path that was fine when the catalog was read may since have become a symlink out).
+    With ``allow_urls``, an ``http(s)`` URL (a ``str`` image) is downloaded by ``digest``
+    (``fetch_image``: ``url_timeout_s``, ``max_download_bytes``; the digest is the sha256 of
+    the bytes) and those same bytes are decoded by ``load``, with the checks of
+    ``load_image``; without it a URL is an ``ImageError``."""
     from semrec.index.builder import ImageSource
 
-    if roots is None:
-        return ImageSource(digest=image_digest,
-                           load=lambda path: load_image(path, max_pixels=max_pixels))
-    allowed = tuple(roots)
-    return ImageSource(
-        digest=lambda path: image_digest(inside_roots(path, allowed)),
-        load=lambda path: load_image(inside_roots(path, allowed), max_pixels=max_pixels))
+    allowed = None if roots is None else tuple(roots)
+
+    def local(path: str | Path) -> Path:
+        return Path(path) if allowed is None else inside_roots(path, allowed)
+
+    if not allow_urls:
+        return ImageSource(digest=lambda path: image_digest(local(path)),
+                           load=lambda path: load_image(local(path), max_pixels=max_pixels))
+    downloads = _Downloads(lambda url: fetch_image(url, timeout_s=url_timeout_s,
+                                                   max_bytes=max_download_bytes))
+
+    def digest(path: str | Path) -> str:
+        return downloads.digest(path) if is_url(path) else image_digest(local(path))
+
+    def load(path: str | Path) -> Image.Image:
+        if not is_url(path):
+            return load_image(local(path), max_pixels=max_pixels)
+        return decode_image(io.BytesIO(downloads.take(path)), path, max_pixels=max_pixels)
+
+    return ImageSource(digest=digest, load=load)

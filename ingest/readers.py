@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from ingest import values
 from ingest.errors import ReadResult, RowError
-from ingest.images import ImageError, inside_roots
+from ingest.images import ImageError, inside_roots, is_url
 from ingest.sources import Record, iter_records
 from semrec.catalog import KNOWN_FIELDS, MAX_CHARS, Event, Product
 
@@ -19,8 +19,8 @@ EVENTS_REQUIRED = ("user_id", "product_id", "timestamp")
 DEFAULT_EVENT = "purchase"
 
 
-def read_catalog(path: str | Path, *,
-                 image_roots: Sequence[str | Path] = ()) -> ReadResult[Product]:
+def read_catalog(path: str | Path, *, image_roots: Sequence[str | Path] = (),
+                 allow_urls: bool = False) -> ReadResult[Product]:
     """Read a product catalog (``.csv``, or ``.jsonl``/``.ndjson``: one JSON object a line).
 
     Fields: ``product_id`` and ``title`` required (stripped, blank is an error);
@@ -28,8 +28,11 @@ def read_catalog(path: str | Path, *,
     ``in_stock`` (true/false, 1/0, yes/no, any case; blank is None); ``image`` (a local path
     relative to the catalog file's folder, resolved to an absolute path with symlinks
     followed; it must lie inside that folder or one of ``image_roots``, so ``../..``, an
-    absolute path elsewhere or a symlink out of the folder is an error, as is a URL; whether
-    the file exists and is an image is checked when it is loaded). Text fields longer than
+    absolute path elsewhere or a symlink out of the folder is an error; whether the file
+    exists and is an image is checked when it is loaded. With ``allow_urls`` an ``http://``
+    or ``https://`` URL is kept as given, a ``str``, to be fetched when indexed; without it
+    such a URL is an error naming ``image.allow_urls``, and any other URL (``file://``,
+    ``ftp://``...) is always an error). Text fields longer than
     ``semrec.catalog.MAX_CHARS`` allows are errors. Every other column goes to ``attributes``
     as text (blank values skipped; JSON numbers/booleans/arrays/objects converted to text).
 
@@ -53,7 +56,8 @@ def read_catalog(path: str | Path, *,
         if isinstance(record, RowError):
             errors.append(record)
             continue
-        product, row_errors = _product(record, path.name, folder, (folder, *image_roots))
+        product, row_errors = _product(record, path.name, folder, (folder, *image_roots),
+                                       allow_urls)
         if product is None:
             errors.extend(row_errors)
         elif product.product_id in first_line:
@@ -113,8 +117,8 @@ def read_events(path: str | Path, *,
     return ReadResult(items, errors)
 
 
-def _product(record: Record, source: str, folder: Path,
-             roots: Sequence[Path | str]) -> tuple[Product | None, list[RowError]]:
+def _product(record: Record, source: str, folder: Path, roots: Sequence[Path | str],
+             allow_urls: bool = False) -> tuple[Product | None, list[RowError]]:
     """The record as a Product, or None and its errors."""
     fields = _Fields(source, record)
     product_id = fields.parse("product_id", _text("product_id"), required=True)
@@ -124,7 +128,7 @@ def _product(record: Record, source: str, folder: Path,
     brand = fields.parse("brand", _text("brand"))
     price = fields.parse("price", values.price)
     in_stock = fields.parse("in_stock", values.boolean)
-    image = fields.parse("image", lambda raw: _image_path(raw, folder, roots))
+    image = fields.parse("image", lambda raw: _image(raw, folder, roots, allow_urls))
     if product_id is None or title is None or fields.problems:
         return None, fields.errors(product_id)
     attributes = {
@@ -164,12 +168,19 @@ def _text(name: str) -> Callable[[object], str | None]:
     return parse
 
 
-def _image_path(raw: object, folder: Path, roots: Sequence[Path | str]) -> Path | None:
+def _image(raw: object, folder: Path, roots: Sequence[Path | str],
+           allow_urls: bool) -> Path | str | None:
     name = values.text(raw)
     if name is None:
         return None
+    if is_url(name):
+        if not allow_urls:
+            raise values.InvalidValue("is a URL; fetching image URLs is not enabled "
+                                      "(set image.allow_urls = true)")
+        return name
     if "://" in name:
-        raise values.InvalidValue("is a URL; only local file paths are supported")
+        raise values.InvalidValue("is a URL; only http:// and https:// image URLs can be "
+                                  "fetched")
     try:
         return inside_roots(folder / name, roots)
     except ImageError as exc:

@@ -21,7 +21,8 @@ MAX_CHARS = {"product_id": 200, "title": 1000, "description": 20_000, "category"
 class Product:
     """One validated catalog row.
 
-    ``image`` is an absolute path, already resolved against the catalog file's folder;
+    ``image`` is an absolute path, already resolved against the catalog file's folder, or
+    an ``http(s)`` URL (``str``) when the catalog was read with URLs enabled;
     ``attributes`` holds every column that is not a known field, as strings.
     """
 
@@ -32,7 +33,7 @@ class Product:
     brand: str | None = None
     price: float | None = None
     in_stock: bool | None = None
-    image: Path | None = None
+    image: Path | str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
 
     def text(self) -> str:

@@ -50,6 +50,16 @@ class ImageEncoderSettings(_Section):
     #: Folders besides a catalog's own that its image paths may point into; for ``PUT
     #: /items`` the only folders an API client may name (none: images refused there).
     allowed_roots: tuple[Path, ...] = ()
+    #: Whether ``semrec ingest`` fetches catalog images given as ``http://``/``https://``
+    #: URLs (off: such rows are rejected; other schemes always are; ``PUT /items`` never
+    #: fetches). Each download is bounded by ``url_timeout_s`` (per network wait and for
+    #: the whole body) and ``max_download_bytes``, follows redirects only to http(s), and
+    #: is decoded with the same ``max_pixels`` checks as a file; a failed one leaves the
+    #: product indexed from its text. The digest needs the bytes, so every ingest fetches
+    #: each URL image again (once).
+    allow_urls: bool = False
+    url_timeout_s: float = Field(10.0, gt=0)
+    max_download_bytes: int = Field(20_000_000, ge=1)
 
 
 class TowerSettings(_Section):

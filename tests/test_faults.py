@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ingest import image_source, read_catalog
+from semrec.cli import app
 from semrec.config import load_settings
 from semrec.faults import ENV
-from semrec.serving.cli import app
 from semrec.serving.context import Semrec
 from semrec.serving.verify import verify
 from tests.conftest import FIXTURES, write_config

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from semrec.serving.cli import app
+from semrec.cli import app
 from tests.conftest import FIXTURES, write_config
 
 runner = CliRunner()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from semrec.cli import app
 from semrec.config import TrainSettings, UserSettings, load_settings
-from semrec.serving.cli import app
 from semrec.serving.context import Semrec
 from semrec.towers import ItemTowerConfig
 from semrec.towers.user import PoolingUserTower, SequentialTower, load_user_tower
@@ -155,7 +155,16 @@ def test_train_command_trains_reindexes_and_serves_without_encoding(
         assert {r.model_version for r in sr.products.all()} == {new}
         manifest = sr.models.manifest(new)
         assert manifest.user_tower["kind"] == "sequential"
-        feed = sr.recommender().feed("U001", 5)
+        recommender = sr.recommender()
+        assert recommender.user_tower.kind == "sequential"  # feed uses what was trained
+        history = [pid for pid, _, _ in sr.events.history("U001")]
+        vectors = np.stack([i.vector for i in sr.store.get(history)])
+        expected = recommender.user_tower.user_vector(vectors, ["purchase"] * len(history))
+        pooled = PoolingUserTower(settings.user).user_vector(vectors, ["purchase"] * len(history))
+        served, _ = recommender.user_vector("U001")
+        np.testing.assert_allclose(served, expected, atol=1e-5)
+        assert not np.allclose(served, pooled, atol=1e-3)
+        feed = recommender.feed("U001", 5)
     assert feed.personalised and len(feed.items) == 5
     assert all(i.payload["model_version"] == new for i in feed.items)
 

@@ -1,4 +1,4 @@
-"""``semrec evaluate``: the typer command (registered on the main app by ``serving/cli.py``).
+"""``semrec evaluate``: the typer command (registered on the main app by ``semrec/cli.py``).
 
 Tables go to stdout, progress bars (one per stage) and errors to stderr.
 """

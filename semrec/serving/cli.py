@@ -94,11 +94,15 @@ def ingest(ctx: typer.Context,
 
     with _user_errors():
         settings = _settings(ctx)
-        result = read_catalog(catalog, image_roots=settings.image.allowed_roots)
+        image = settings.image
+        result = read_catalog(catalog, image_roots=image.allowed_roots,
+                              allow_urls=image.allow_urls)
         for error in result.errors:
             err.print(f"[yellow]rejected:[/] {error}", highlight=False)
-        roots = (catalog.absolute().parent, *settings.image.allowed_roots)
-        images = image_source(settings.image.max_pixels, roots)
+        roots = (catalog.absolute().parent, *image.allowed_roots)
+        images = image_source(image.max_pixels, roots, allow_urls=image.allow_urls,
+                              url_timeout_s=image.url_timeout_s,
+                              max_download_bytes=image.max_download_bytes)
         with _owner_or_server(settings, "ingest") as (sr, remote), _progress() as bar:
             task = bar.add_task("indexing", total=len(result.items))
             if remote is not None:
@@ -307,14 +311,6 @@ def _show(items: list[Recommendation], as_json: bool, title: str) -> None:
         table.add_row(*cells, *([item.because or ""] if len(columns) > len(cells) else []))
     out.print(table)
 
-
-from semrec.evaluation.cli import evaluate  # noqa: E402 - registered last, kept in its package
-
-app.command()(evaluate)
-
-from semrec.training.cli import train  # noqa: E402 - registered last, kept in its package
-
-app.command()(train)
 
 from semrec.serving.verify_cli import verify  # noqa: E402 - registered last, kept in its module
 

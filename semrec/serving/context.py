@@ -26,6 +26,7 @@ from semrec.index.builder import ImageSource, IndexBuilder
 from semrec.serving.recommender import Recommender
 from semrec.state import EventLog, FeatureCache, ProductTable, connect
 from semrec.towers import ItemTower, ItemTowerConfig, ModelManifest, ModelRegistry
+from semrec.towers.user import PoolingUserTower, UserTower, load_user_tower
 
 
 class ModelMismatch(RuntimeError):
@@ -49,6 +50,7 @@ class Semrec:
         self.features = FeatureCache(self.conn)
         self._store: VectorStore | None = None
         self._store_version: str | None = None
+        self._user_tower: tuple[str | None, UserTower] | None = None
         self._text_encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._open_lock = threading.Lock()
@@ -145,7 +147,21 @@ class Semrec:
             return self._text_encoder
 
     def recommender(self) -> Recommender:
-        return Recommender(self.store, self.events, self.products, self.settings.user)
+        """Queries on the served version, with the user tower that version was trained with."""
+        store = self.store
+        return Recommender(store, self.events, self.products, self.settings.user,
+                           self.user_tower(self.store_version))
+
+    def user_tower(self, version: str | None) -> UserTower:
+        """The user tower of ``version`` (loaded once per version)."""
+        cached = self._user_tower
+        if cached is None or cached[0] != version:
+            tower: UserTower = PoolingUserTower(self.settings.user)
+            if version is not None:
+                _, manifest, extra = self.models.load(version)
+                tower = load_user_tower(manifest, extra, self.settings.user)
+            cached = self._user_tower = (version, tower)
+        return cached[1]
 
     def promote(self, version: str, store: VectorStore) -> None:
         """Serve ``version``, whose index ``store`` is fully built: the server alias moves

@@ -18,7 +18,7 @@ from semrec.config import UserSettings
 from semrec.index.base import Filters, Hit, VectorStore
 from semrec.serving.rerank import because, mmr, pool_size
 from semrec.state import EventLog, ProductTable
-from semrec.towers.user import history_weights, pool
+from semrec.towers.user import PoolingUserTower, UserTower, history_weights
 
 #: How much an ad slate is diversified across its slots (MMR, 0 = pure relevance).
 AD_DIVERSITY = 0.3
@@ -81,20 +81,22 @@ class Campaign:
 class _History:
     product_ids: list[str]  # one per event, oldest first
     vectors: np.ndarray
-    weights: np.ndarray
+    weights: np.ndarray  # event- and recency-weights, for "because"
+    user: np.ndarray  # the user tower's vector of this history
 
     def vector(self) -> np.ndarray | None:
-        pooled = pool(self.vectors, self.weights)
-        return pooled if np.any(pooled) else None
+        return self.user if np.any(self.user) else None
 
 
 class Recommender:
     def __init__(self, store: VectorStore, events: EventLog, products: ProductTable,
-                 user: UserSettings) -> None:
+                 user: UserSettings, user_tower: UserTower | None = None) -> None:
         self.store = store
         self.events = events
         self.products = products
         self.user = user
+        #: The served version's user tower: pooling, or the trained sequential model.
+        self.user_tower = user_tower or PoolingUserTower(user)
 
     def similar(self, product_id: str, k: int = 10, filters: Filters | None = None,
                 diversity: float = 0.0) -> list[Recommendation]:
@@ -131,11 +133,13 @@ class Recommender:
         kept = [(pid, event) for pid, _, event in history if pid in stored]
         if not kept:
             return None
-        return _History([pid for pid, _ in kept], np.stack([stored[pid] for pid, _ in kept]),
-                        history_weights([event for _, event in kept], self.user))
+        vectors = np.stack([stored[pid] for pid, _ in kept])
+        kinds = [event for _, event in kept]
+        return _History([pid for pid, _ in kept], vectors, history_weights(kinds, self.user),
+                        self.user_tower.user_vector(vectors, kinds))
 
     def user_vector(self, user_id: str) -> tuple[np.ndarray | None, int]:
-        """The pooled vector of the user's history (None without indexed history)."""
+        """The user tower's vector of the user's history (None without indexed history)."""
         history = self._history(user_id)
         if history is None:
             return None, 0

@@ -37,10 +37,14 @@ def verify(
         settings = load_settings(home=ctx.obj)
         products = None
         if catalog is not None:
-            result = read_catalog(catalog, image_roots=settings.image.allowed_roots)
+            result = read_catalog(catalog, image_roots=settings.image.allowed_roots,
+                                  allow_urls=settings.image.allow_urls)
             products = result.items
         roots = ((catalog.absolute().parent,) if catalog else ()) + settings.image.allowed_roots
-        images = image_source(settings.image.max_pixels, roots or None)
+        image = settings.image
+        images = image_source(image.max_pixels, roots or None, allow_urls=image.allow_urls,
+                              url_timeout_s=image.url_timeout_s,
+                              max_download_bytes=image.max_download_bytes)
         with Semrec(settings, role="verify") as sr:
             report = run_verify(sr, sr.builder(images), products, repair=repair)
     except USER_ERRORS as exc:

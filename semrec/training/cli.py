@@ -1,4 +1,4 @@
-"""``semrec train``: the typer command (registered on the main app by ``serving/cli.py``).
+"""``semrec train``: the typer command (registered on the main app by ``semrec/cli.py``).
 
 Reads the data directory's events and cached features, trains, saves a new version,
 re-indexes every product with it and only then switches queries to it.
