@@ -27,6 +27,14 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _json_number(value: object) -> float:
+    """A JSON number as a float (a huge integer overflows: not a finite number)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        raise InvalidValue("is not a finite number") from None
+
+
 def text(value: object) -> str | None:
     """Stripped text; None for None or blank. JSON numbers are accepted and converted with
     ``str``; booleans, arrays and objects raise InvalidValue."""
@@ -50,10 +58,7 @@ def price(value: object) -> float | None:
         except ValueError:
             raise InvalidValue("is not a number") from None
     elif _is_number(value):
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except OverflowError:
-            raise InvalidValue("is not a finite number") from None
+        number = _json_number(value)
     else:
         raise InvalidValue("is not a number")
     if not math.isfinite(number):
@@ -102,10 +107,7 @@ def timestamp(value: object) -> float | None:
         except ValueError:
             number = _iso_seconds(stripped)
     elif _is_number(value):
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except OverflowError:
-            raise InvalidValue("is not a finite number") from None
+        number = _json_number(value)
     else:
         raise InvalidValue("is neither a number nor an ISO-8601 date/datetime")
     if not math.isfinite(number):
