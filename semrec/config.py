@@ -85,6 +85,12 @@ class UserSettings(_Section):
     default_event_weight: float = Field(0.3, ge=0)
     bought_events: tuple[str, ...] = ("purchase",)
 
+    @property
+    def known_events(self) -> frozenset[str]:
+        """The event types this config knows (weighs or counts as bought); others are
+        rejected where events come in."""
+        return frozenset(self.event_weights) | frozenset(self.bought_events)
+
 
 class TrainSettings(_Section):
     """``semrec train``: the item tower's heads and the user tower, learnt from the events.

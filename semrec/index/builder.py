@@ -151,18 +151,11 @@ class IndexBuilder:
         must be cached (``FeatureCache.get`` raises ``KeyError`` otherwise)."""
         for start in range(0, len(rows), BATCH):
             batch = list(rows[start:start + BATCH])
-            text = self.features.get([r.text_key for r in batch])
-            keyed = [i for i, r in enumerate(batch) if r.image_key]
-            image = has_image = None
-            if keyed:
-                image = np.zeros((len(batch), self.tower.config.image_dim), np.float32)
-                image[keyed] = self.features.get([batch[i].image_key for i in keyed])
-                has_image = np.zeros(len(batch), bool)
-                has_image[keyed] = True
-            vectors = self.tower.embed(text, image, has_image)
+            vectors = embed_cached(self.features, self.tower, [r.text_key for r in batch],
+                                   [r.image_key for r in batch])
             fresh = [replace(r, model_version=self.model_version) for r in batch]
             self.store.upsert([r.product_id for r in fresh], vectors,
-                              [self._payload(r) for r in fresh])
+                              [point_payload(r, self.model_version) for r in fresh])
             with self.conn:
                 self.products.put(fresh)
         self.store.optimize()
@@ -180,19 +173,13 @@ class IndexBuilder:
         self._encode_missing(todo, report)
         failpoint("ingest:features-cached")
         started = time.perf_counter()
-        have_image = [w.image_key is not None for w in todo]
-        text = self.features.get([w.text_key for w in todo])
-        image = None
-        if any(have_image):
-            image_dim = self.tower.config.image_dim
-            image = np.zeros((len(todo), image_dim), np.float32)
-            keyed = [i for i, ok in enumerate(have_image) if ok]
-            image[keyed] = self.features.get([todo[i].image_key for i in keyed])
-        vectors = self.tower.embed(text, image, np.array(have_image))
+        vectors = embed_cached(self.features, self.tower, [w.text_key for w in todo],
+                               [w.image_key for w in todo])
         report.timed("tower", started)
         started = time.perf_counter()
         rows = [self._row(w) for w in todo]
-        self.store.upsert([r.product_id for r in rows], vectors, [self._payload(r) for r in rows])
+        self.store.upsert([r.product_id for r in rows], vectors,
+                          [point_payload(r, self.model_version) for r in rows])
         failpoint("ingest:store-written")
         with self.conn:
             self.products.put(rows)
@@ -298,9 +285,27 @@ class IndexBuilder:
             modalities=modalities, model_version=self.model_version,
         )
 
-    def _payload(self, row: ProductRow) -> dict[str, Any]:
-        return {**row.payload, "modalities": list(row.modalities),
-                "model_version": self.model_version}
+
+
+def embed_cached(features: FeatureCache, tower: ItemTower, text_keys: Sequence[str],
+                 image_keys: Sequence[str | None]) -> np.ndarray:
+    """Item vectors from cached frozen features (no encoder runs): one product per pair of
+    keys; a product whose image key is None gets no image term. Every key must be cached."""
+    text = features.get(list(text_keys))
+    keyed = [i for i, key in enumerate(image_keys) if key is not None]
+    if not keyed:
+        return tower.embed(text)
+    image = np.zeros((len(text_keys), tower.config.image_dim), np.float32)
+    image[keyed] = features.get([image_keys[i] for i in keyed])
+    has_image = np.zeros(len(text_keys), bool)
+    has_image[keyed] = True
+    return tower.embed(text, image, has_image)
+
+
+def point_payload(row: ProductRow, model_version: str) -> dict[str, Any]:
+    """What a product's point carries: its catalog fields, which modalities its vector used
+    and which model version made it."""
+    return {**row.payload, "modalities": list(row.modalities), "model_version": model_version}
 
 
 def _reason(exc: Exception) -> str:

@@ -187,7 +187,7 @@ def create_app(service: ApiService) -> FastAPI:
     key = settings.api_key.get_secret_value() if settings.api_key else None
     writer = [Depends(key_guard(key))]
     reader = [Depends(key_guard(key) if settings.api.read_requires_key else open_guard)]
-    known_events = set(settings.user.event_weights) | set(settings.user.bought_events)
+    known_events = settings.user.known_events
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:

@@ -146,8 +146,7 @@ def events(ctx: typer.Context,
 
     with _user_errors():
         settings = _settings(ctx)
-        known = set(settings.user.event_weights) | set(settings.user.bought_events)
-        result = read_events(file, event_types=known)
+        result = read_events(file, event_types=settings.user.known_events)
         for error in result.errors:
             err.print(f"[yellow]rejected:[/] {error}", highlight=False)
         with Semrec(settings, role="events", own_index=False) as sr:

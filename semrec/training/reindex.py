@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from semrec.index import VectorStore
+from semrec.index.builder import embed_cached, point_payload
 from semrec.state import ProductRow
 from semrec.towers.registry import ModelManifest
 from semrec.towers.user import USER_PREFIX
@@ -67,8 +68,7 @@ def build_index(sr: Semrec, version: str,
         for start in range(0, len(rows), BATCH):
             batch = rows[start:start + BATCH]
             vectors = _vectors(sr, tower, batch, ids)
-            payloads = [{**r.payload, "modalities": list(r.modalities), "model_version": version}
-                        for r in batch]
+            payloads = [point_payload(r, version) for r in batch]
             store.upsert([r.product_id for r in batch], vectors, payloads)
             if on_progress:
                 on_progress(len(batch))
@@ -98,15 +98,8 @@ def reindex(sr: Semrec, version: str, on_progress: Callable[[int], None] | None 
 
 def _vectors(sr: Semrec, tower: Any, rows: list[ProductRow],
              ids: dict[str, np.ndarray] | None) -> np.ndarray:
-    text = sr.features.get([r.text_key for r in rows])
-    keyed = [i for i, r in enumerate(rows) if r.image_key]
-    image = has_image = None
-    if keyed:
-        image = np.zeros((len(rows), tower.config.image_dim), np.float32)
-        image[keyed] = sr.features.get([rows[i].image_key for i in keyed])
-        has_image = np.zeros(len(rows), bool)
-        has_image[keyed] = True
-    vectors = tower.embed(text, image, has_image)
+    vectors = embed_cached(sr.features, tower, [r.text_key for r in rows],
+                           [r.image_key for r in rows])
     if ids is None:
         return vectors
     extra = np.stack([ids.get(r.product_id, np.zeros(vectors.shape[1], np.float32))
