@@ -4,6 +4,7 @@ mostly in category i % 6 (see fixtures/README.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import shutil
 from collections import Counter
@@ -18,7 +19,7 @@ from ingest import image_source, read_catalog, read_events
 from semrec.config import load_settings
 from semrec.home import HomeBusy
 from semrec.index.builder import IndexBuilder
-from semrec.serving.api import ApiService, create_app
+from semrec.serving.api import ApiService, QueryQueue, create_app
 from semrec.serving.context import Semrec
 from semrec.towers import ItemTower, ItemTowerConfig
 from tests.conftest import FIXTURES, write_config
@@ -360,3 +361,28 @@ def test_images_over_the_api_only_inside_allowed_roots(built_home: Path, tmp_pat
         errors = {e["product_id"]: e["reason"] for e in response.json()["image_errors"]}
         assert set(errors) == {"I2", "I3"} and "outside" in errors["I2"]
         assert "/etc" not in response.text and str(FIXTURES) not in response.text
+
+
+def test_query_queue_runs_jobs_first_come_first_served_with_a_poll_between() -> None:
+    """Jobs run in the order they were queued, one at a time; what the event loop has to
+    do meanwhile (here a callback standing for a newly arrived request) runs between two
+    jobs, and a job's exception reaches the request that queued it."""
+    order: list[str] = []
+
+    def job(name: str) -> str:
+        order.append(name)
+        if name == "a":
+            asyncio.get_running_loop().call_soon(order.append, "loop")
+        if name == "bad":
+            raise ValueError("no such product")
+        return name.upper()
+
+    async def scenario() -> list[object]:
+        queue = QueryQueue()
+        return await asyncio.gather(*(queue.run(lambda n=n: job(n)) for n in "abc"),
+                                    queue.run(lambda: job("bad")), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert order == ["a", "loop", "b", "c", "bad"]
+    assert results[:3] == ["A", "B", "C"]
+    assert isinstance(results[3], ValueError) and str(results[3]) == "no such product"

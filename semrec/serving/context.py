@@ -227,5 +227,5 @@ class Semrec:
 
 
 class EmptyIndex(LookupError):
-    def __init__(self, home: Any) -> None:
+    def __init__(self, home: Any = "the data directory") -> None:
         super().__init__(f"no products indexed in {home} yet: run `semrec ingest CATALOG` first")

@@ -38,11 +38,13 @@ def key_matches(given: str | None, key: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), key.encode())
 
 
-def key_guard(key: str | None) -> Callable[..., None]:
+def key_guard(key: str | None) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency that lets a request through only with ``key`` (anything when
-    ``key`` is None); 401 otherwise. It declares both header schemes in the OpenAPI spec."""
+    ``key`` is None); 401 otherwise. It declares both header schemes in the OpenAPI spec.
+    ``async`` (like every dependency here) so that FastAPI runs it on the event loop
+    instead of handing it to a worker thread."""
 
-    def guard(header: Annotated[str | None, Depends(_HEADER)] = None,
+    async def guard(header: Annotated[str | None, Depends(_HEADER)] = None,
               bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
               ) -> None:
         if key is None:
@@ -56,7 +58,7 @@ def key_guard(key: str | None) -> Callable[..., None]:
     return guard
 
 
-def open_guard() -> None:
+async def open_guard() -> None:
     """The dependency for endpoints that need no key."""
 
 
