@@ -7,11 +7,15 @@ Two parts (each can be skipped):
   temp home otherwise), then ``similar`` for random products and ``feed`` for random users
   with history, through ``Semrec(settings).recommender()`` exactly as the CLI/API wires it.
   A second, smaller pass times the pieces of ``feed`` one by one.
-- **synthetic**: random unit vectors (dim 384, the default tower dim) at each of
-  ``--sizes`` through the real store (``EdgeStore.open(path, 384)``), upserted in batches
-  (upsert rate), then ``optimize()`` (HNSW build time); ``similar`` through
-  ``Recommender.similar`` on that store, and feed = ``store.get`` of 20 random items,
-  pooled (``towers.user.pool``), then ``store.search`` excluding those 20 IDs.
+- **synthetic**: random unit vectors (``--dim``: 384 by default, the untrained tower's
+  width; 128 is a trained tower's default ``[train] dim``) at each of ``--sizes`` through
+  the real store (``EdgeStore.open(path, dim)``), upserted in batches (upsert rate), then
+  ``optimize()`` (HNSW build time); ``similar`` through ``Recommender.similar`` on that
+  store, and feed = ``store.get`` of 20 random items, pooled (``towers.user.pool``), then
+  ``store.search`` excluding those 20 IDs. ``--cluster-size N`` draws them in groups of
+  about N around random centres instead of uniformly. The HNSW answers are checked against
+  exact search (recall@k of 200 random queries), so a fast but wrong index cannot pass for
+  fast.
 
 Every timed query is preceded by ``--warmup`` untimed ones. Percentiles are of single-query
 wall times (``time.perf_counter``), in milliseconds.
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import qdrant_edge as qe
 
 from bench._common import command_line, machine, percentiles, write_result
 from semrec.config import ImageEncoderSettings, UserSettings, load_settings
@@ -45,6 +50,7 @@ from semrec.serving.recommender import Recommender
 from semrec.towers.user import history_weights, pool
 
 DIM = 384
+RECALL_QUERIES = 200
 HISTORY = 20
 
 
@@ -151,24 +157,44 @@ def feed_parts(rec: Recommender, uids: list[str], k: int) -> dict[str, dict[str,
 
 
 # -- synthetic ------------------------------------------------------------------------------
-def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` random unit vectors of width ``DIM``."""
-    v = rng.standard_normal((n, DIM), dtype=np.float32)
+def unit_vectors(rng: np.random.Generator, n: int, dim: int = DIM,
+                 centres: np.ndarray | None = None) -> np.ndarray:
+    """``n`` random unit vectors of width ``dim``: uniform on the sphere, or, with
+    ``centres``, each around a random centre (cosine ~0.7 to it), as embeddings of real
+    products cluster by kind. Uniform vectors are the worst case for HNSW: every point is
+    nearly as far as every other, so the same search finds far fewer true neighbours."""
+    v = rng.standard_normal((n, dim), dtype=np.float32)
+    if centres is not None:
+        v = centres[rng.integers(0, len(centres), n)] + v / np.sqrt(dim)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def hnsw_recall(store: EdgeStore, queries: np.ndarray, k: int) -> float:
+    """Share of the exact top ``k`` that the HNSW search returns, over ``queries``."""
+    found = 0
+    for q in queries:
+        approx = {h.product_id for h in store.search(q, k)}
+        exact = store.shard.query(qe.QueryRequest(
+            limit=k, query=qe.Query.Nearest(q.tolist()), with_payload=True,
+            params=qe.SearchParams(exact=True)))
+        found += len(approx & {p.payload["product_id"] for p in exact})
+    return found / (k * len(queries))
+
+
 def bench_synthetic(size: int, root: Path, queries: int, warmup: int, k: int, batch: int,
-                    seed: int) -> dict[str, Any]:
+                    seed: int, dim: int = DIM, cluster_size: int = 0) -> dict[str, Any]:
     """Upsert ``size`` random vectors, optimize, then time similar and synthetic feed."""
     rng = np.random.default_rng(seed)
+    clusters = max(size // cluster_size, 1) if cluster_size else 0
+    centres = unit_vectors(rng, clusters, dim) if clusters else None
     path = root / f"synthetic-{size}"
-    store = EdgeStore.open(path, DIM)
+    store = EdgeStore.open(path, dim)
     try:
         started = time.perf_counter()
         for start in range(0, size, batch):
             n = min(batch, size - start)
             ids = [f"p{i}" for i in range(start, start + n)]
-            store.upsert(ids, unit_vectors(rng, n), [{"product_id": i} for i in ids])
+            store.upsert(ids, unit_vectors(rng, n, dim, centres), [{"product_id": i} for i in ids])
             if (start // batch) % 20 == 19:
                 print(f"  upserted {start + n}/{size} "
                       f"({(start + n) / (time.perf_counter() - started):.0f}/s)", flush=True)
@@ -196,14 +222,16 @@ def bench_synthetic(size: int, root: Path, queries: int, warmup: int, k: int, ba
 
         feed_ms = timed(feed, histories, warmup)
         print(f"  feed: {percentiles(feed_ms)}", flush=True)
+        recall = hnsw_recall(store, unit_vectors(rng, RECALL_QUERIES, dim, centres), k)
+        print(f"  HNSW recall@{k} against exact search: {recall:.3f}", flush=True)
     finally:
         store.close()
     disk_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
-    return {"size": size, "upsert_s": round(upsert_s, 2),
+    return {"size": size, "dim": dim, "clusters": clusters, "upsert_s": round(upsert_s, 2),
             "upsert_per_s": round(size / upsert_s), "optimize_s": round(optimize_s, 2),
             "store_before_optimize": before, "store_after_optimize": after,
             "disk_mb": round(disk_mb, 1), "similar_ms": percentiles(similar_ms),
-            "feed_ms": percentiles(feed_ms),
+            "feed_ms": percentiles(feed_ms), f"hnsw_recall@{k}": round(recall, 4),
             "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                         / 1024)}
 
@@ -222,6 +250,10 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=10, help="results per query")
     parser.add_argument("--sizes", default="10000,100000,1000000",
                         help="synthetic catalog sizes, comma-separated ('' for none)")
+    parser.add_argument("--dim", type=int, default=DIM, help="synthetic vector width")
+    parser.add_argument("--cluster-size", type=int, default=0,
+                        help="synthetic vectors in groups of about this many around random "
+                             "centres, like a product's variants (0: uniform)")
     parser.add_argument("--batch", type=int, default=10_000, help="synthetic upsert batch")
     parser.add_argument("--skip-real", action="store_true", help="synthetic part only")
     parser.add_argument("--seed", type=int, default=0)
@@ -247,7 +279,8 @@ def main() -> None:
         for size in sizes:
             print(f"synthetic {size}", flush=True)
             result["synthetic"].append(bench_synthetic(size, root, args.queries, args.warmup,
-                                                       args.k, args.batch, args.seed))
+                                                       args.k, args.batch, args.seed,
+                                                       args.dim, args.cluster_size))
             shutil.rmtree(root / f"synthetic-{size}", ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -80,6 +80,9 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling and models.")] = 0,
     quantile: Annotated[float, typer.Option(
         "--quantile", help="temporal split: the cut's timestamp quantile.")] = 0.9,
+    train_minutes: Annotated[float, typer.Option(
+        "--train-minutes", min=0.1, help="Cap on semrec-trained's training (default 10, so "
+        "the whole run on amazon-games fits in 20 minutes on 2 cores).")] = 10.0,
     workdir: Annotated[Path | None, typer.Option(
         "--workdir", help="Keep the evaluation's data directory here (reused next time, so "
         "features are not re-encoded); default a temporary one, deleted.")] = None,
@@ -91,7 +94,7 @@ def evaluate(
             raise ValueError("--k values must be positive integers")
         config = EvalConfig(catalog=catalog, events=events, split=split, cold_items=cold_items,
                             ks=ks, models=tuple(_listed(models, DEFAULT_MODELS)), seed=seed,
-                            quantile=quantile, workdir=workdir)
+                            quantile=quantile, workdir=workdir, train_minutes=train_minutes)
         settings = load_settings(home=ctx.obj if isinstance(ctx.obj, Path | str) else None)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=err, transient=False)

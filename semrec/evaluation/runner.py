@@ -35,6 +35,7 @@ class EvalConfig:
     seed: int = 0
     quantile: float = 0.9  # the temporal split's cut
     workdir: Path | None = None  # kept (and reused: cached features) when given
+    train_minutes: float = 10.0  # semrec-trained's cap: the amazon run fits in 20 minutes
 
 
 def evaluate(config: EvalConfig, settings: Settings,
@@ -44,6 +45,8 @@ def evaluate(config: EvalConfig, settings: Settings,
     stages = stages or QuietStages()
     for name in config.models:
         get_runner(name)  # fail on a typo before any work
+    settings = settings.model_copy(update={"train": settings.train.model_copy(
+        update={"max_minutes": config.train_minutes})})
     started = time.perf_counter()
     with stages.stage("read"):
         dataset = load_dataset(config.catalog, config.events)
