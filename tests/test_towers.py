@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from semrec.config import UserSettings
 from semrec.towers import ItemTower, ItemTowerConfig, ModelRegistry
+from semrec.towers.sequential import SequentialConfig, SequentialUserTower
 from semrec.towers.user import history_weights, pool
 
 
@@ -82,3 +84,14 @@ def test_env_outranks_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SEMREC_TOWER__DIM", "64")
     settings = load_settings(home=tmp_path)
     assert settings.tower.dim == 64 and settings.user.half_life == 4 and settings.home == tmp_path
+
+
+def test_untrained_sequential_tower_is_the_causal_mean() -> None:
+    """Before training, the transformer's branch adds nothing: the user after event t is the
+    normalised mean of events 0..t, so training starts from the mean pooling."""
+    torch.manual_seed(0)
+    tower = SequentialUserTower(SequentialConfig(dim=16, max_len=8)).eval()
+    items = torch.nn.functional.normalize(torch.randn(3, 5, 16), dim=-1)
+    mean = torch.cumsum(items, dim=1) / torch.arange(1, 6)[None, :, None]
+    expected = torch.nn.functional.normalize(mean, dim=-1)
+    assert torch.allclose(tower(items), expected, atol=1e-6)

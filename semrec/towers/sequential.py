@@ -53,6 +53,8 @@ class SequentialUserTower(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(config.dropout)
         self.output = nn.Linear(d, d)
+        nn.init.zeros_(self.output.weight)  # untrained, the tower is exactly the mean pooling
+        nn.init.zeros_(self.output.bias)
         causal = torch.triu(torch.full((config.max_len, config.max_len), float("-inf")), 1)
         self.register_buffer("causal", causal, persistent=False)
 

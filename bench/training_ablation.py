@@ -1,0 +1,160 @@
+"""What each training choice is worth: the training core on one split, variant by variant.
+
+Reads a data directory that has the catalog ingested and the events loaded (its cached
+features and event sequences, as ``semrec train`` does; nothing is encoded), splits each
+user's sequence leave-last-out (last event: test, the one before: validation, the rest:
+training), optionally holds ``cold`` of the products with events out of all training, then
+for each variant calls ``semrec.training.fit`` and scores the test targets by full ranking
+(history excluded, ties against the target), warm and cold users apart. Then, for the same
+model, two diagnoses:
+
+- the cold targets ranked among cold products only, and how far the tenth-best warm product
+  is above them (why a trained model loses new products);
+- blends ``(1 - b) cos_trained + b cos_frozen`` with the untrained recency-pooled text
+  space, for b in 0, 0.3, 0.5, 0.7, 1.
+
+A variant is ``key=value`` overrides of ``[train]`` (``cold=0.1`` for the cold share); one
+variant per run, so each run is its own timing::
+
+    python -m bench.training_ablation --home /tmp/semrec-bench-http epochs=3 cold=0.1
+    python -m bench.training_ablation --home /tmp/semrec-bench-http epochs=3 cold=0.1 logq=false
+    python -m bench.training_ablation --home /tmp/semrec-bench-http epochs=9 id_embeddings=true
+
+The home must not be open in a running ``semrec serve`` (it is read through SQLite only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench._common import command_line, machine, write_result
+from semrec.config import TrainSettings, UserSettings
+from semrec.towers import ItemTowerConfig
+from semrec.towers.user import history_weights, pool
+from semrec.training import Validation, fit, load_home
+from semrec.training.trainer import PoolingUsers, user_vectors
+
+K = 10
+BLENDS = (0.0, 0.3, 0.5, 0.7, 1.0)
+
+
+def split(sequences: list[np.ndarray], cold: np.ndarray):
+    """Leave-last-out with ``cold`` products removed from all training and histories."""
+    train, valid_h, valid_t, test_h, test_t = [], [], [], [], []
+    for s in sequences:
+        if len(s) < 3:
+            train.append(s[~np.isin(s, cold)])
+            continue
+        head = s[:-2]
+        train.append(head[~np.isin(head, cold)])
+        if s[-2] not in head and s[-2] not in cold:
+            valid_h.append(train[-1])
+            valid_t.append(s[-2])
+        if s[-1] not in s[:-1]:
+            test_h.append(s[:-1][~np.isin(s[:-1], cold)])
+            test_t.append(s[-1])
+    return train, Validation(valid_h, np.array(valid_t)), test_h, np.array(test_t)
+
+
+def ranks(users: torch.Tensor, items: torch.Tensor, histories: list[np.ndarray],
+          targets: np.ndarray, among: torch.Tensor | None = None) -> np.ndarray:
+    """Each target's 0-based rank (ties against it), history excluded; ``among`` limits the
+    competitors to a mask of products."""
+    out = np.zeros(len(targets), np.int64)
+    for start in range(0, len(targets), 2048):
+        scores = users[start:start + 2048] @ items.T
+        for i, h in enumerate(histories[start:start + 2048]):
+            scores[i, torch.from_numpy(np.asarray(h, np.int64))] = -torch.inf
+        rows = torch.arange(len(scores))
+        columns = torch.from_numpy(targets[start:start + 2048])
+        target = scores[rows, columns]
+        scores[rows, columns] = -torch.inf  # the target is not its own competitor
+        if among is not None:
+            scores = scores[:, among]
+        out[start:start + 2048] = (scores >= target[:, None]).sum(1).numpy()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("variant", nargs="*", help="[train] overrides: key=value")
+    args = parser.parse_args()
+    overrides: dict[str, Any] = {}
+    for item in args.variant:
+        key, value = item.split("=", 1)
+        overrides[key] = json.loads(value) if value[:1] in "0123456789-tf[" else value
+    cold_share = float(overrides.pop("cold", 0.0))
+    settings = TrainSettings(**overrides)
+    print(f"command: {command_line()}", flush=True)
+
+    conn = sqlite3.connect(f"file:{args.home / 'semrec.db'}?mode=ro", uri=True)
+    features, sequences = load_home(conn, image_dim=512)
+    rng = np.random.default_rng(settings.seed)
+    seen = np.unique(np.concatenate(sequences))
+    cold = rng.choice(seen, int(round(cold_share * len(seen))), replace=False)
+    train, valid, test_h, test_t = split(sequences, cold)
+
+    tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=512, dim=settings.dim,
+                            seed=settings.seed)
+    result = fit(features, train, settings, tower, UserSettings(), valid=valid)
+    items = torch.from_numpy(result.item_vectors(features))
+    users = result.user_tower or PoolingUsers(UserSettings(), settings.max_len)
+    trained_users = user_vectors(users, items, test_h, settings.max_len)
+    frozen = torch.from_numpy(features.text / np.linalg.norm(features.text, axis=1,
+                                                             keepdims=True)).float()
+    frozen_users = torch.from_numpy(np.stack([
+        pool(frozen[h].numpy(), history_weights(["purchase"] * len(h), UserSettings()))
+        if len(h) else np.zeros(frozen.shape[1], np.float32) for h in test_h]))
+
+    is_cold = np.isin(test_t, cold)
+    rank = ranks(trained_users, items, test_h, test_t)
+    out: dict[str, Any] = {
+        "variant": {**overrides, "cold": cold_share}, "metrics": result.metrics,
+        "epochs": result.epochs, "warm_users": int((~is_cold).sum()),
+        "cold_users": int(is_cold.sum()),
+        f"warm_recall@{K}": float((rank[~is_cold] < K).mean()),
+        f"warm_ndcg@{K}": float(((rank[~is_cold] < K) / np.log2(rank[~is_cold] + 2)).mean()),
+    }
+    if is_cold.any():
+        out[f"cold_recall@{K}"] = float((rank[is_cold] < K).mean())
+        mask = torch.zeros(len(items), dtype=torch.bool)
+        mask[torch.from_numpy(cold)] = True
+        rows = np.flatnonzero(is_cold)
+        for name, u, v in (("trained", trained_users, items), ("untrained", frozen_users, frozen)):
+            hist = [test_h[r] for r in rows]
+            among = ranks(u[rows], v, hist, test_t[rows], among=mask)
+            above = ranks(u[rows], v, hist, test_t[rows], among=~mask)
+            scores = u[rows] @ v.T
+            for i, h in enumerate(hist):
+                scores[i, torch.from_numpy(np.asarray(h, np.int64))] = -torch.inf
+            gap = (scores[torch.arange(len(rows)), torch.from_numpy(test_t[rows])]
+                   - scores[:, ~mask].topk(K, dim=1).values[:, -1])
+            out[f"diagnosis_{name}"] = {
+                f"cold_target_recall@{K}_among_cold": float((among < K).mean()),
+                "median_share_of_warm_above_target": float(np.median(above / (~mask).sum())),
+                f"median_target_minus_{K}th_warm_score": float(gap.median()),
+            }
+    out["blend"] = []
+    for b in BLENDS:
+        w_trained, w_frozen = float(np.sqrt(1 - b)), float(np.sqrt(b))
+        blended_users = torch.cat([w_trained * trained_users, w_frozen * frozen_users], 1)
+        blended_items = torch.cat([w_trained * items, w_frozen * frozen], 1)
+        r = ranks(blended_users, blended_items, test_h, test_t)
+        row = {"b": b, f"warm_recall@{K}": float((r[~is_cold] < K).mean())}
+        if is_cold.any():
+            row[f"cold_recall@{K}"] = float((r[is_cold] < K).mean())
+        out["blend"].append(row)
+    print(json.dumps({k: v for k, v in out.items() if k != "epochs"}, indent=1), flush=True)
+    write_result("training_ablation", {"command": command_line(), "machine": machine(), **out})
+
+
+if __name__ == "__main__":
+    main()
