@@ -166,12 +166,16 @@ class ApiService:
     @contextmanager
     def reading(self) -> Iterator[Semrec]:
         """Shared use for one query; first follows a promoted version (under the write lock)."""
-        opened = self.sr.store_version
-        if opened is not None and self.sr.models.current_version() != opened:
+        if not self._serves_current():
             with self.session():
                 pass
         with self.lock.read():
             yield self.sr
+
+    def _serves_current(self) -> bool:
+        """Whether the open store is the version ``models/CURRENT`` names (or none is open)."""
+        opened = self.sr.store_version
+        return opened is None or self.sr.models.current_version() == opened
 
     def recommender(self, sr: Semrec) -> Recommender:
         return sr.recommender()
@@ -184,9 +188,7 @@ class ApiService:
         while a write runs or a promoted version must be opened first."""
 
         def now() -> tuple[bool, T | None]:
-            opened = self.sr.store_version
-            current = opened is None or self.sr.models.current_version() == opened
-            if not (current and self.lock.try_read()):
+            if not (self._serves_current() and self.lock.try_read()):
                 return False, None
             try:
                 return True, work(self.recommender(self.sr))
