@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from bench._common import command_line, machine, write_result
 from semrec.config import TrainSettings, UserSettings
+from semrec.evaluation.metrics import rank_users
 from semrec.towers import ItemTowerConfig
 from semrec.towers.user import history_weights, pool
 from semrec.training import Validation, fit, load_home
@@ -64,22 +66,23 @@ def split(sequences: list[np.ndarray], cold: np.ndarray):
 
 
 def ranks(users: torch.Tensor, items: torch.Tensor, histories: list[np.ndarray],
-          targets: np.ndarray, among: torch.Tensor | None = None) -> np.ndarray:
-    """Each target's 0-based rank (ties against it), history excluded; ``among`` limits the
-    competitors to a mask of products."""
-    out = np.zeros(len(targets), np.int64)
-    for start in range(0, len(targets), 2048):
-        scores = users[start:start + 2048] @ items.T
-        for i, h in enumerate(histories[start:start + 2048]):
-            scores[i, torch.from_numpy(np.asarray(h, np.int64))] = -torch.inf
-        rows = torch.arange(len(scores))
-        columns = torch.from_numpy(targets[start:start + 2048])
-        target = scores[rows, columns]
-        scores[rows, columns] = -torch.inf  # the target is not its own competitor
+          targets: np.ndarray, among: np.ndarray | None = None) -> np.ndarray:
+    """Each target's 0-based rank by the evaluation's own ranking (``rank_users``: history
+    excluded, ties against the target); ``among`` (a product mask) limits the competitors."""
+    history = sp.csr_matrix((np.ones(sum(len(h) for h in histories), np.float32),
+                             np.concatenate([np.asarray(h, np.int64) for h in histories]),
+                             np.cumsum([0, *map(len, histories)])),
+                            shape=(len(targets), items.shape[0]))
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        scores = (users[rows] @ items.T).numpy()
         if among is not None:
-            scores = scores[:, among]
-        out[start:start + 2048] = (scores >= target[:, None]).sum(1).numpy()
-    return out
+            target = scores[np.arange(len(rows)), targets[rows]]
+            scores[:, ~among] = -np.inf
+            scores[np.arange(len(rows)), targets[rows]] = target
+        return scores
+
+    return rank_users(score, np.arange(len(targets)), targets, history, kmax=0).ranks
 
 
 def main() -> None:
@@ -125,8 +128,8 @@ def main() -> None:
     }
     if is_cold.any():
         out[f"cold_recall@{K}"] = float((rank[is_cold] < K).mean())
-        mask = torch.zeros(len(items), dtype=torch.bool)
-        mask[torch.from_numpy(cold)] = True
+        mask = np.zeros(len(items), bool)
+        mask[cold] = True
         rows = np.flatnonzero(is_cold)
         for name, u, v in (("trained", trained_users, items), ("untrained", frozen_users, frozen)):
             hist = [test_h[r] for r in rows]
@@ -136,7 +139,7 @@ def main() -> None:
             for i, h in enumerate(hist):
                 scores[i, torch.from_numpy(np.asarray(h, np.int64))] = -torch.inf
             gap = (scores[torch.arange(len(rows)), torch.from_numpy(test_t[rows])]
-                   - scores[:, ~mask].topk(K, dim=1).values[:, -1])
+                   - scores[:, torch.from_numpy(~mask)].topk(K, dim=1).values[:, -1])
             out[f"diagnosis_{name}"] = {
                 f"cold_target_recall@{K}_among_cold": float((among < K).mean()),
                 "median_share_of_warm_above_target": float(np.median(above / (~mask).sum())),
