@@ -39,12 +39,15 @@ from bench._common import command_line, machine, write_result
 from semrec.config import TrainSettings, UserSettings
 from semrec.evaluation.metrics import rank_users
 from semrec.towers import ItemTowerConfig
+from semrec.towers.item import add_ids
 from semrec.towers.user import history_weights, pool
 from semrec.training import Validation, fit, load_home
-from semrec.training.trainer import PoolingUsers, user_vectors
+from semrec.training.trainer import PoolingUsers, Progress, user_vectors
 
 K = 10
 BLENDS = (0.0, 0.3, 0.5, 0.7, 1.0)
+IMPUTE_K = (1, 5, 20, 100)
+BOOSTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
 def split(sequences: list[np.ndarray], cold: np.ndarray):
@@ -63,6 +66,11 @@ def split(sequences: list[np.ndarray], cold: np.ndarray):
             test_h.append(s[:-1][~np.isin(s[:-1], cold)])
             test_t.append(s[-1])
     return train, Validation(valid_h, np.array(valid_t)), test_h, np.array(test_t)
+
+
+class PrintEpochs(Progress):
+    def end(self, epoch: int, metrics: dict[str, float]) -> None:
+        print(json.dumps(metrics), flush=True)
 
 
 def ranks(users: torch.Tensor, items: torch.Tensor, histories: list[np.ndarray],
@@ -93,7 +101,10 @@ def main() -> None:
     overrides: dict[str, Any] = {}
     for item in args.variant:
         key, value = item.split("=", 1)
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-tf[" else value
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     cold_share = float(overrides.pop("cold", 0.0))
     settings = TrainSettings(**overrides)
     print(f"command: {command_line()}", flush=True)
@@ -107,7 +118,8 @@ def main() -> None:
 
     tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=512, dim=settings.dim,
                             seed=settings.seed)
-    result = fit(features, train, settings, tower, UserSettings(), valid=valid)
+    result = fit(features, train, settings, tower, UserSettings(), valid=valid,
+                 progress=PrintEpochs())
     items = torch.from_numpy(result.item_vectors(features))
     users = result.user_tower or PoolingUsers(UserSettings(), settings.max_len)
     trained_users = user_vectors(users, items, test_h, settings.max_len)
@@ -145,6 +157,31 @@ def main() -> None:
                 "median_share_of_warm_above_target": float(np.median(above / (~mask).sum())),
                 f"median_target_minus_{K}th_warm_score": float(gap.median()),
             }
+    if is_cold.any():
+        new = torch.zeros(len(items), 1)
+        new[cold] = 1.0
+        ones = torch.ones(len(trained_users), 1)
+        out["boost"] = []
+        for beta in BOOSTS:
+            r = ranks(torch.cat([trained_users, ones], 1), torch.cat([items, beta * new], 1),
+                      test_h, test_t)
+            out["boost"].append({"beta": beta, f"warm_recall@{K}": float((r[~is_cold] < K).mean()),
+                                 f"cold_recall@{K}": float((r[is_cold] < K).mean())})
+    if is_cold.any() and result.id_embeddings is not None:
+        content = torch.from_numpy(result.item_tower.embed(features.text, features.image,
+                                                           features.has_image))
+        warm_rows = np.flatnonzero(np.abs(result.id_embeddings).sum(1) > 0)
+        sims = content[cold] @ content[warm_rows].T
+        out["impute"] = []
+        for k in IMPUTE_K:
+            top = sims.topk(k, dim=1).indices.numpy()
+            ids = result.id_embeddings.copy()
+            ids[cold] = ids[warm_rows[top]].mean(axis=1)
+            imputed = torch.from_numpy(add_ids(content.numpy(), ids))
+            u = user_vectors(users, imputed, test_h, settings.max_len)
+            r = ranks(u, imputed, test_h, test_t)
+            out["impute"].append({"k": k, f"warm_recall@{K}": float((r[~is_cold] < K).mean()),
+                                  f"cold_recall@{K}": float((r[is_cold] < K).mean())})
     out["blend"] = []
     for b in BLENDS:
         w_trained, w_frozen = float(np.sqrt(1 - b)), float(np.sqrt(b))

@@ -92,16 +92,34 @@ class UserSettings(_Section):
         return frozenset(self.event_weights) | frozenset(self.bought_events)
 
 
+class FeedSettings(_Section):
+    """Feeds and ad slates from a trained version.
+
+    ``new_product_boost`` lifts products that version had no training events for (ingested
+    after training, or never bought): a trained model scores a product partly by the
+    popularity it learnt, which a new product has not had the chance to earn, so without a
+    boost new products rarely reach the top of a feed and stay new. The boost is in nats of
+    the trained softmax (added as ``boost * temperature`` to the cosine): 1.0 ranks a new
+    product as if it were e times likelier than its vector says. 0 turns it off. Untrained
+    versions rank by content alone and are never boosted.
+    """
+
+    new_product_boost: float = Field(1.5, ge=0)
+
+
 class TrainSettings(_Section):
     """``semrec train``: the item tower's heads and the user tower, learnt from the events.
 
-    Sampled softmax over in-batch positives plus ``negatives`` uniformly sampled products per
-    batch, each logit corrected by the log of how often its product is a candidate (logQ),
-    divided by ``temperature``. ``user_tower`` picks the recency-weighted mean
+    ``loss = "full"``: softmax over every product with training events, cosine divided by
+    ``temperature``. ``loss = "sampled"``: over the batch's positives plus ``negatives``
+    uniformly sampled products, each logit corrected by the log of how often its product is
+    a candidate (``logq``); about 2.5 times faster an epoch, 4 % lower recall on
+    amazon-games (docs/training.md). ``user_tower`` picks the recency-weighted mean
     (``pooling``, no parameters) or a causal transformer over the history (``sequential``).
     ``id_embeddings`` adds a learnt vector per product seen in training to its content vector
-    (products after training have none and are served from content alone); ``id_dropout`` is
-    the share of steps a product trains without it, so content alone stays useful.
+    (products after training have none and are served from content alone, lifted in feeds
+    by ``[feed] new_product_boost``); ``id_dropout`` is the share of steps a product trains
+    without it, so content alone stays useful.
     Validation is each user's last event; training stops after ``patience`` epochs without
     a better validation recall@10 and keeps the best epoch, or after ``max_minutes``.
     ``threads`` caps torch's CPU threads (0: torch's default); 1 is much faster than 2
@@ -116,12 +134,13 @@ class TrainSettings(_Section):
     negatives: int = Field(2048, ge=0)
     temperature: float = Field(0.07, gt=0)
     logq: bool = True
+    loss: Literal["full", "sampled"] = "full"
     user_tower: Literal["pooling", "sequential"] = "sequential"
     max_len: int = Field(50, ge=2)
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    id_embeddings: bool = False
+    id_embeddings: bool = True
     id_dropout: float = Field(0.2, ge=0, le=1)
     patience: int = Field(3, ge=1)
     valid_users: int = Field(10_000, ge=1)
@@ -155,6 +174,7 @@ class Settings(BaseSettings):
     image: ImageEncoderSettings = ImageEncoderSettings()
     tower: TowerSettings = TowerSettings()
     user: UserSettings = UserSettings()
+    feed: FeedSettings = FeedSettings()
     train: TrainSettings = TrainSettings()
 
     @classmethod

@@ -299,7 +299,7 @@ def test_evaluate_writes_one_result_per_model_and_group(evaluated) -> None:
     assert result["users"]["cold"] > 0
     for group in ("models", "cold"):
         assert set(result[group]) == {"popularity", "als", "semrec", "semrec-mean",
-                                      "semrec-recency", "semrec-trained-sequential"}
+                                      "semrec-recency", "semrec-trained-sequential-id"}
         assert set(result[group]["als"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10",
                                              "coverage@5", "coverage@10", "mrr"}
     assert set(result["als_params"]) == {"factors", "regularization", "alpha", "iterations"}
@@ -307,7 +307,7 @@ def test_evaluate_writes_one_result_per_model_and_group(evaluated) -> None:
     assert result["models"]["semrec"] == result["models"][chosen]
     assert {"read", "split", "semrec: ingest", "als: tune", "total"} <= set(result["seconds"])
     # --train-minutes (default 10) caps the trained variant, whatever [train] says
-    assert result["info"]["semrec-trained-sequential"]["train"]["max_minutes"] == 10.0
+    assert result["info"]["semrec-trained-sequential-id"]["train"]["max_minutes"] == 10.0
 
 
 def test_semrec_ranks_cold_products_that_als_cannot(evaluated) -> None:

@@ -57,7 +57,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         items = sr.store.get(ids)
     vectors = np.stack([i.vector for i in items])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
-    return Corpus(ids, vectors, [i.payload for i in items], home)
+    # a trained version marks the products it had no events for as new: every 7th here
+    payloads = [{**item.payload, "new": n % 7 == 0} for n, item in enumerate(items)]
+    return Corpus(ids, vectors, payloads, home)
 
 
 def _open(kind: str, root: Path, dim: int, collection: str) -> VectorStore:
@@ -98,6 +100,8 @@ FILTERS = [
     Filters(only=frozenset()),
     Filters(category="running shoes", max_price=200.0, in_stock=True,
             exclude=frozenset({"P0155"})),
+    Filters(only_new=True),
+    Filters(category="laptops", only_new=True, exclude=frozenset({"P0008"})),
 ]
 
 

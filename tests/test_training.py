@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from ingest import image_source, read_catalog
 from semrec.cli import app
 from semrec.config import TrainSettings, UserSettings, load_settings
+from semrec.index import Filters
+from semrec.index.builder import embed_cached
 from semrec.serving.context import Semrec
+from semrec.serving.recommender import Recommender
 from semrec.towers import ItemTowerConfig
+from semrec.towers.item import add_ids
 from semrec.towers.user import PoolingUserTower, SequentialTower, load_user_tower
 from semrec.training import ItemFeatures, fit, holdout_last, load_home
+from semrec.training.model import SampledSoftmax
 from semrec.training.reindex import reindex, save_version
 from tests.conftest import FIXTURES, write_config
 
@@ -65,6 +73,22 @@ def test_sequential_tower_learns_the_order_pooling_cannot() -> None:
     assert seq_recall > pool_recall + 0.2, (seq_recall, pool_recall)
     assert seq_recall > sequential.metrics["valid_recall@10_untrained"]
     assert sequential.epochs[0]["loss"] > sequential.epochs[-1]["loss"]
+
+
+def test_full_softmax_learns_the_order_too() -> None:
+    _, full = train_cycle("sequential", loss="full")
+    assert full.metrics["valid_recall@10"] > 0.9, full.epochs
+
+
+def test_full_softmax_candidates_are_every_trained_product() -> None:
+    """Every product with training events is a candidate, in index order (no sampling, so no
+    logQ); a product only ever seen outside training is not one."""
+    task = SampledSoftmax(np.array([3, 0, 2, 5]), negatives=8, temperature=0.1, logq=True,
+                          seen=np.array([True, False, True, True]), full=True)
+    candidates, labels = task.candidates(torch.tensor([3, 0, 2, 3]), torch.Generator())
+    assert candidates.tolist() == [0, 2, 3]
+    assert labels.tolist() == [2, 0, 1, 2]
+    assert not task.logq
 
 
 def test_training_is_deterministic_for_a_seed() -> None:
@@ -169,6 +193,66 @@ def test_train_command_trains_reindexes_and_serves_without_encoding(
     assert all(i.payload["model_version"] == new for i in feed.items)
 
 
+def test_products_new_to_the_model_are_marked_and_boosted_in_feeds(home: Path) -> None:
+    """A trained version marks every product it had no training events for as ``new``; the
+    feed adds ``[feed] new_product_boost * temperature`` to their cosine. A boost far above
+    any cosine gap fills the feed with the user's best new products, in cosine order."""
+    code, stdout, stderr = semrec(home, "train", "--json")
+    assert code == 0, stderr
+    settings = load_settings(home=home)
+    with Semrec(settings) as sr:
+        version = sr.models.current_version()
+        trained = sr.version_items(version).trained
+        assert trained is not None and 0 < len(trained) < 300
+        items = sr.store.get(sorted(sr.store.product_ids()), with_vectors=False)
+        assert {i.product_id for i in items if i.payload["new"]} == \
+               {i.product_id for i in items} - trained
+        temperature = sr.models.manifest(version).metrics["train"]["temperature"]
+        assert sr.new_boost(version) == pytest.approx(
+            settings.feed.new_product_boost * temperature)
+        tower = sr.user_tower(version)
+        plain = Recommender(sr.store, sr.events, sr.products, settings.user, tower)
+        boosted = Recommender(sr.store, sr.events, sr.products, settings.user, tower,
+                              new_boost=100.0)
+        vector, _ = plain.user_vector("U001")
+        bought = sr.events.products_with_event("U001", settings.user.bought_events)
+        unboosted = sr.store.search(vector, 5, Filters(exclude=frozenset(bought)))
+        best_new = sr.store.search(vector, 5, Filters(exclude=frozenset(bought), only_new=True))
+        assert [i.product_id for i in plain.feed("U001", 5).items] == \
+               [h.product_id for h in unboosted]
+        feed = boosted.feed("U001", 5).items
+    assert [i.product_id for i in feed] == [h.product_id for h in best_new]
+    assert [i.score for i in feed] == pytest.approx([h.score + 100.0 for h in best_new])
+    assert "new" not in feed[0].to_dict()
+
+
+def test_ingest_after_training_keeps_id_embeddings_and_marks_new_products(home: Path) -> None:
+    """Under a version trained with ID embeddings, a changed product is re-embedded from its
+    new content plus its own ID embedding (what it learnt from interactions stays); a
+    product the version never saw gets its content vector alone and is marked new."""
+    code, _, stderr = semrec(home, "train", "--json")
+    assert code == 0, stderr
+    catalog = {p.product_id: p for p in read_catalog(FIXTURES / "catalog.csv").items}
+    settings = load_settings(home=home)
+    with Semrec(settings) as sr:
+        items = sr.version_items(sr.models.current_version())
+        assert items.ids is not None and items.trained is not None
+        known = sorted(items.ids)[0]
+        changed = replace(catalog[known], title=catalog[known].title + " (2026 edition)")
+        brand_new = replace(catalog[known], product_id="P9999")
+        report = sr.builder(image_source()).ingest([changed, brand_new])
+        assert (report.added, report.updated) == (1, 1)
+        rows = sr.products.get_many([known, "P9999"])
+        stored = {i.product_id: i for i in sr.store.get([known, "P9999"])}
+        order = [known, "P9999"]
+        content = embed_cached(sr.features, items.tower, [rows[p].text_key for p in order],
+                               [rows[p].image_key for p in order])
+    np.testing.assert_allclose(stored[known].vector,
+                               add_ids(content[:1], items.ids[known][None])[0], atol=1e-5)
+    np.testing.assert_allclose(stored["P9999"].vector, content[1], atol=1e-5)
+    assert stored[known].payload["new"] is False and stored["P9999"].payload["new"] is True
+
+
 def test_saved_version_reloads_to_the_same_user_vector(home: Path) -> None:
     settings = load_settings(home=home)
     with Semrec(settings) as sr:
@@ -231,10 +315,11 @@ def test_evaluation_runner_trains_on_the_split_and_leaves_the_served_model(home:
     served = ModelRegistry(home / "models").current_version()
     ctx = EvalContext(dataset, split, (10,), settings, home)
     [fitted] = get_runner("semrec-trained")(ctx)
-    assert fitted.name == "semrec-trained-sequential" and fitted.family == "semrec"
+    assert fitted.name == "semrec-trained-sequential-id" and fitted.family == "semrec"
     assert fitted.valid is not None and "recall@10" in fitted.valid
     scores = fitted.scorer(split.test.users)
     assert len(split.cold_items) and np.isfinite(scores[:, split.cold_items]).all()  # content
+    assert fitted.info["new_products"] >= len(split.cold_items)  # boosted as serving does
     history = split.test.train.matrix(split.n_users, split.n_items)
     ranked = rank_users(fitted.scorer, split.test.users, split.test.targets, history, 10)
     assert summarise(ranked, (10,), split.n_items)["recall@10"] > 0

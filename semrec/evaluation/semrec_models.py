@@ -106,10 +106,14 @@ def user_vectors(train: Interactions, n_users: int, items: np.ndarray,
     return out
 
 
-def vector_scorer(users: np.ndarray, items: np.ndarray, present: np.ndarray) -> Scorer:
-    """Exact cosine ranking of every item for each user (normalised vectors)."""
+def vector_scorer(users: np.ndarray, items: np.ndarray, present: np.ndarray,
+                  bonus: np.ndarray | None = None) -> Scorer:
+    """Exact cosine ranking of every item for each user (normalised vectors), plus each
+    item's ``bonus`` where given (the feed's new-product boost)."""
     def score(batch: np.ndarray) -> np.ndarray:
         scores = users[batch] @ items.T
+        if bonus is not None:
+            scores += bonus
         scores[:, ~present] = -np.inf
         return scores
 

@@ -11,7 +11,8 @@ served (untrained) model is unchanged for the other runners.
 
 Test users read their test-phase history (the validation event included), as every model
 does. Cold items were in no training sequence: they have no ID embedding and are ranked
-from their content vector alone.
+from their content vector alone, plus the feed's new-product boost (``[feed]``), as
+serving ranks them.
 
 The variant trained is ``[train]`` in the config (``SEMREC_TRAIN__*`` overrides), named
 ``semrec-trained-<user tower>[-id]``, in family ``semrec``.
@@ -80,13 +81,18 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
 
     with ctx.stages.stage(f"{name}: users"):
         valid_users, test_users = users_of(split.valid.train), users_of(split.test.train)
+    # the feed's boost of products the model had no training events for (cold ones)
+    boost = settings.feed.new_product_boost * train.temperature
+    bonus = np.where(result.trained, 0.0, boost).astype(np.float32) if boost > 0 else None
     with ctx.stages.stage(f"{name}: validate"):
-        valid_metrics = ctx.validate(vector_scorer(valid_users, vectors, present),
+        valid_metrics = ctx.validate(vector_scorer(valid_users, vectors, present, bonus),
                                      f"{name}: validate")
     info = {"model_version": manifest.version, "user_tower": user_tower.kind,
             "id_embeddings": train.id_embeddings, "train": train.model_dump(),
-            **result.metrics, "epochs": result.epochs}
-    return [Fitted(name, vector_scorer(test_users, vectors, present), family="semrec",
+            "new_product_boost": settings.feed.new_product_boost,
+            "new_products": int((~result.trained).sum()), **result.metrics,
+            "epochs": result.epochs}
+    return [Fitted(name, vector_scorer(test_users, vectors, present, bonus), family="semrec",
                    valid=valid_metrics, info=info)]
 
 

@@ -20,7 +20,7 @@ POINT_NAMESPACE = uuid.UUID("6f0c1d2e-7a4b-5c3d-9e8f-0a1b2c3d4e5f")
 
 #: Payload fields with an index (filterable fast); their Qdrant schema types.
 INDEXED_FIELDS = {"category": "keyword", "price": "float", "in_stock": "bool",
-                  "model_version": "keyword"}
+                  "model_version": "keyword", "new": "bool"}
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -33,7 +33,9 @@ def point_id(product_id: str) -> str:
 @dataclass(frozen=True)
 class Filters:
     """Constraints on results. ``exclude`` lists product IDs that must not come back;
-    ``only``, when set, is the complete set of product IDs that may (an ad campaign)."""
+    ``only``, when set, is the complete set of product IDs that may (an ad campaign);
+    ``only_new`` keeps only products marked ``new`` (the served trained model had no
+    events for them)."""
 
     category: str | None = None
     min_price: float | None = None
@@ -41,6 +43,7 @@ class Filters:
     in_stock: bool | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)
     only: frozenset[str] | None = None
+    only_new: bool = False
 
     def with_exclude(self, product_ids: Iterable[str]) -> Filters:
         return replace(self, exclude=self.exclude | frozenset(product_ids))
@@ -58,6 +61,8 @@ class Filters:
         if self.min_price is not None and (price is None or price < self.min_price):
             return False
         if self.max_price is not None and (price is None or price > self.max_price):
+            return False
+        if self.only_new and payload.get("new") is not True:
             return False
         out_of_stock = payload.get("in_stock") is False
         return not ((self.in_stock is True and out_of_stock)

@@ -29,6 +29,7 @@ from semrec.faults import failpoint
 from semrec.index.base import VectorStore
 from semrec.state import FeatureCache, ProductRow, ProductTable, feature_key
 from semrec.towers import ItemTower
+from semrec.towers.registry import VersionItems
 
 if TYPE_CHECKING:
     import sqlite3
@@ -79,16 +80,17 @@ class _Work:
 
 
 class IndexBuilder:
-    """Indexes products with one tower version into one store."""
+    """Indexes products with one version (its tower, ID table and trained products) into
+    one store."""
 
-    def __init__(self, conn: sqlite3.Connection, store: VectorStore, tower: ItemTower,
-                 model_version: str, text_encoder: Callable[[], Encoder],
+    def __init__(self, conn: sqlite3.Connection, store: VectorStore, items: VersionItems,
+                 text_encoder: Callable[[], Encoder],
                  image_encoder: Callable[[], Encoder] | None, encoder_ids: dict[str, str | None],
                  images: ImageSource) -> None:
         self.conn = conn
         self.store = store
-        self.tower = tower
-        self.model_version = model_version
+        self.items = items
+        self.model_version = items.version
         self._text_factory = text_encoder
         self._image_factory = image_encoder
         self._text: Encoder | None = None
@@ -151,11 +153,10 @@ class IndexBuilder:
         must be cached (``FeatureCache.get`` raises ``KeyError`` otherwise)."""
         for start in range(0, len(rows), BATCH):
             batch = list(rows[start:start + BATCH])
-            vectors = embed_cached(self.features, self.tower, [r.text_key for r in batch],
-                                   [r.image_key for r in batch])
+            vectors = embed_rows(self.features, self.items, batch)
             fresh = [replace(r, model_version=self.model_version) for r in batch]
             self.store.upsert([r.product_id for r in fresh], vectors,
-                              [point_payload(r, self.model_version) for r in fresh])
+                              [point_payload(r, self.items) for r in fresh])
             with self.conn:
                 self.products.put(fresh)
         self.store.optimize()
@@ -173,13 +174,12 @@ class IndexBuilder:
         self._encode_missing(todo, report)
         failpoint("ingest:features-cached")
         started = time.perf_counter()
-        vectors = embed_cached(self.features, self.tower, [w.text_key for w in todo],
-                               [w.image_key for w in todo])
+        rows = [self._row(w) for w in todo]
+        vectors = embed_rows(self.features, self.items, rows)
         report.timed("tower", started)
         started = time.perf_counter()
-        rows = [self._row(w) for w in todo]
         self.store.upsert([r.product_id for r in rows], vectors,
-                          [point_payload(r, self.model_version) for r in rows])
+                          [point_payload(r, self.items) for r in rows])
         failpoint("ingest:store-written")
         with self.conn:
             self.products.put(rows)
@@ -302,10 +302,24 @@ def embed_cached(features: FeatureCache, tower: ItemTower, text_keys: Sequence[s
     return tower.embed(text, image, has_image)
 
 
-def point_payload(row: ProductRow, model_version: str) -> dict[str, Any]:
-    """What a product's point carries: its catalog fields, which modalities its vector used
-    and which model version made it."""
-    return {**row.payload, "modalities": list(row.modalities), "model_version": model_version}
+def embed_rows(features: FeatureCache, items: VersionItems,
+               rows: Sequence[ProductRow]) -> np.ndarray:
+    """The indexed vectors of catalog ``rows`` under ``items``' version, from cached
+    features: the tower's vector, plus the product's ID embedding where it has one."""
+    content = embed_cached(features, items.tower, [r.text_key for r in rows],
+                           [r.image_key for r in rows])
+    return items.vectors([r.product_id for r in rows], content)
+
+
+def point_payload(row: ProductRow, items: VersionItems) -> dict[str, Any]:
+    """What a product's point carries: its catalog fields, which modalities its vector used,
+    which model version made it and, for a trained version, whether the product is ``new``
+    to it (no training events: feeds boost it, see ``Recommender``)."""
+    payload = {**row.payload, "modalities": list(row.modalities),
+               "model_version": items.version}
+    if items.trained is not None:
+        payload["new"] = row.product_id not in items.trained
+    return payload
 
 
 def _reason(exc: Exception) -> str:

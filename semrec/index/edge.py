@@ -122,6 +122,8 @@ def _filter(filters: Filters | None) -> qe.Filter | None:
         must_not.append(out_of_stock)
     elif filters.in_stock is False:
         must.append(out_of_stock)
+    if filters.only_new:
+        must.append(qe.FieldCondition("new", match=qe.MatchValue(np.bool_(True))))
     if filters.exclude:
         must_not.append(qe.HasIdCondition({point_id(p) for p in filters.exclude}))
     if filters.only is not None:

@@ -150,6 +150,8 @@ def _filter(filters: Filters | None) -> models.Filter | None:
         must_not.append(models.FieldCondition(key="in_stock", match=models.MatchValue(value=False)))
     elif filters.in_stock is False:
         must.append(models.FieldCondition(key="in_stock", match=models.MatchValue(value=False)))
+    if filters.only_new:
+        must.append(models.FieldCondition(key="new", match=models.MatchValue(value=True)))
     if filters.exclude:
         must_not.append(models.HasIdCondition(has_id=[point_id(p) for p in filters.exclude]))
     if filters.only is not None:

@@ -26,6 +26,7 @@ from semrec.index.builder import ImageSource, IndexBuilder
 from semrec.serving.recommender import Recommender
 from semrec.state import EventLog, FeatureCache, ProductTable, connect
 from semrec.towers import ItemTower, ItemTowerConfig, ModelManifest, ModelRegistry
+from semrec.towers.registry import VersionItems
 from semrec.towers.user import PoolingUserTower, UserTower, load_user_tower
 
 
@@ -51,6 +52,8 @@ class Semrec:
         self._store: VectorStore | None = None
         self._store_version: str | None = None
         self._user_tower: tuple[str | None, UserTower] | None = None
+        self._items: dict[str, VersionItems] = {}  # per version, read once
+        self._temperature: dict[str, float] = {}
         self._text_encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._open_lock = threading.Lock()
@@ -132,7 +135,7 @@ class Semrec:
             self._store.activate()
         s = self.settings
         return IndexBuilder(
-            self.conn, self.store, tower, manifest.version,
+            self.conn, self.store, self.version_items(manifest.version),
             text_encoder=self.text_encoder,
             image_encoder=(lambda: create_image_encoder(s.image)) if s.image.enabled else None,
             encoder_ids=self.encoder_ids(), images=images,
@@ -150,7 +153,25 @@ class Semrec:
         """Queries on the served version, with the user tower that version was trained with."""
         store = self.store
         return Recommender(store, self.events, self.products, self.settings.user,
-                           self.user_tower(self.store_version))
+                           self.user_tower(self.store_version),
+                           new_boost=self.new_boost(self.store_version))
+
+    def new_boost(self, version: str | None) -> float:
+        """``[feed] new_product_boost`` in cosine units for ``version`` (its training
+        temperature times the boost); 0 for a version never trained."""
+        if version is None or self.version_items(version).trained is None:
+            return 0.0
+        if version not in self._temperature:
+            train = self.models.manifest(version).metrics["train"]
+            self._temperature[version] = float(train["temperature"])
+        return self.settings.feed.new_product_boost * self._temperature[version]
+
+    def version_items(self, version: str) -> VersionItems:
+        """``version``'s tower, ID table and trained products (read once per version: a
+        version's files never change)."""
+        if version not in self._items:
+            self._items[version] = self.models.items(version)
+        return self._items[version]
 
     def user_tower(self, version: str | None) -> UserTower:
         """The user tower of ``version`` (loaded once per version)."""

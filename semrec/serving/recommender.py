@@ -9,7 +9,7 @@ exclusions, diversity) are applied here, the same for every store backend.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.payload.items()
-                  if k not in {"product_id", "title", "model_version", "modalities"}}
+                  if k not in {"product_id", "title", "model_version", "modalities", "new"}}
         out = {"product_id": self.product_id, "score": round(self.score, 6),
                "title": self.title, **fields, "source": self.source}
         if self.because is not None:
@@ -90,13 +90,16 @@ class _History:
 
 class Recommender:
     def __init__(self, store: VectorStore, events: EventLog, products: ProductTable,
-                 user: UserSettings, user_tower: UserTower | None = None) -> None:
+                 user: UserSettings, user_tower: UserTower | None = None,
+                 new_boost: float = 0.0) -> None:
         self.store = store
         self.events = events
         self.products = products
         self.user = user
         #: The served version's user tower: pooling, or the trained sequential model.
         self.user_tower = user_tower or PoolingUserTower(user)
+        #: Added to the score of products marked ``new`` in feeds and ads (cosine units).
+        self.new_boost = new_boost
 
     def similar(self, product_id: str, k: int = 10, filters: Filters | None = None,
                 diversity: float = 0.0) -> list[Recommendation]:
@@ -163,7 +166,12 @@ class Recommender:
     def _personalised(self, history: _History, vector: np.ndarray, k: int, filters: Filters,
                       diversity: float) -> list[Recommendation]:
         _check_diversity(diversity)
-        hits = self.store.search(vector, pool_size(k, diversity), filters, with_vectors=True)
+        pool = pool_size(k, diversity)
+        hits = self.store.search(vector, pool, filters, with_vectors=True)
+        if self.new_boost > 0:
+            new = self.store.search(vector, pool, replace(filters, only_new=True),
+                                    with_vectors=True)
+            hits = boosted(hits, new, self.new_boost)[:pool]
         if not hits:
             return []
         stacked = np.stack([h.vector for h in hits])
@@ -214,6 +222,14 @@ class Recommender:
             if len(out) >= k or len(ranked) < fetch:
                 return out[:k]
             fetch *= 4
+
+
+def boosted(hits: list[Hit], new: list[Hit], boost: float) -> list[Hit]:
+    """``hits`` and the best ``new`` products with ``boost`` added to their score, merged
+    (a new product found by both searches counts once, boosted), best first."""
+    merged = {h.product_id: h for h in hits}
+    merged.update({h.product_id: replace(h, score=h.score + boost) for h in new})
+    return sorted(merged.values(), key=lambda h: h.score, reverse=True)
 
 
 def _check_diversity(diversity: float) -> None:

@@ -34,8 +34,8 @@ from semrec.index.builder import IndexBuilder
 from semrec.serving.context import Semrec
 from semrec.state import ProductRow
 
-#: Payload fields the index adds to a catalog row's own.
-_INDEX_FIELDS = ("modalities", "model_version")
+#: Payload fields the index adds to a catalog row's own (``new``: under a trained version).
+_INDEX_FIELDS = ("modalities", "model_version", "new")
 
 
 @dataclass(frozen=True)

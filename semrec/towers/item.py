@@ -61,5 +61,12 @@ class ItemTower(nn.Module):
         return out.numpy().astype(np.float32)
 
 
+def add_ids(content: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``normalise(content + ids)`` row by row (float32): a product's vector under a version
+    trained with ID embeddings (a zero ID row leaves the content vector as it is)."""
+    out = content + ids
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(x, dim=-1, eps=1e-12)

@@ -11,16 +11,23 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from safetensors.torch import load_file, save_file
 
-from semrec.towers.item import ItemTower, ItemTowerConfig
+from semrec.towers.item import ItemTower, ItemTowerConfig, add_ids
 
 MANIFEST = "manifest.json"
 WEIGHTS = "item_tower.safetensors"
+#: The ID embedding table among a version's tensors, and the product order of its rows.
+ID_TENSOR = "item_ids.weight"
+ID_PRODUCTS = "id_products.json"
+#: The products a trained version had training events for.
+TRAINED_PRODUCTS = "trained_products.json"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,26 @@ class ModelManifest:
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class VersionItems:
+    """What makes a product's indexed point under one version: its item tower over the
+    cached features, plus the product's ID embedding where the version has one, and which
+    products the version was trained on (``trained`` None: never trained; any product not
+    in it is ``new`` to the version)."""
+
+    version: str
+    tower: ItemTower
+    ids: dict[str, np.ndarray] | None = None
+    trained: frozenset[str] | None = None
+
+    def vectors(self, product_ids: Sequence[str], content: np.ndarray) -> np.ndarray:
+        """The indexed vectors of ``product_ids`` from their tower vectors ``content``."""
+        if self.ids is None:
+            return content
+        zero = np.zeros(content.shape[1], np.float32)
+        return add_ids(content, np.stack([self.ids.get(pid, zero) for pid in product_ids]))
 
 
 class ModelRegistry:
@@ -84,6 +111,26 @@ class ModelRegistry:
         tower.eval()
         extra = {k: v for k, v in tensors.items() if not k.startswith("item.")}
         return tower, manifest, extra
+
+    def save_trained_products(self, version: str, product_ids: list[str]) -> None:
+        """Record the products ``version`` had training events for; every other product is
+        ``new`` to it."""
+        (self.root / version / TRAINED_PRODUCTS).write_text(json.dumps(sorted(product_ids)))
+
+    def trained_products(self, version: str) -> frozenset[str] | None:
+        """The products ``version`` was trained on; None for a version never trained."""
+        path = self.root / version / TRAINED_PRODUCTS
+        return frozenset(json.loads(path.read_text())) if path.is_file() else None
+
+    def items(self, version: str) -> VersionItems:
+        """``version``'s tower, ID table and trained products, as indexing uses them."""
+        tower, _, extra = self.load(version)
+        ids = None
+        if ID_TENSOR in extra:
+            order = json.loads((self.root / version / ID_PRODUCTS).read_text())
+            table = extra[ID_TENSOR].numpy()
+            ids = {pid: table[i] for i, pid in enumerate(order) if table[i].any()}
+        return VersionItems(version, tower, ids, self.trained_products(version))
 
     def promote(self, version: str) -> None:
         """Make ``version`` current, atomically."""

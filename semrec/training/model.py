@@ -98,7 +98,7 @@ class SampledSoftmax:
     """
 
     def __init__(self, popularity: np.ndarray, negatives: int, temperature: float,
-                 logq: bool, seen: np.ndarray | None = None) -> None:
+                 logq: bool, seen: np.ndarray | None = None, full: bool = False) -> None:
         counts = np.asarray(popularity, np.float64)
         self.prob = torch.from_numpy(counts / max(counts.sum(), 1.0)).float()
         pool = np.arange(len(counts)) if seen is None else np.flatnonzero(seen)
@@ -106,11 +106,14 @@ class SampledSoftmax:
         self.n_items = max(len(pool), 1)
         self.negatives = negatives
         self.temperature = temperature
-        self.logq = logq
+        self.logq = logq and not full
+        self.full = full
 
     def candidates(self, targets: torch.Tensor,
                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(unique candidate products, each target's column among them)."""
+        if self.full:
+            return self.pool, torch.searchsorted(self.pool, targets)
         sampled = self.pool[torch.randint(0, len(self.pool), (self.negatives,),
                                           generator=generator)]
         unique, inverse = torch.unique(torch.cat([targets, sampled]), return_inverse=True)

@@ -12,23 +12,18 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from semrec.index import VectorStore
-from semrec.index.builder import embed_cached, point_payload
-from semrec.state import ProductRow
-from semrec.towers.registry import ModelManifest
+from semrec.index.builder import embed_rows, point_payload
+from semrec.towers.registry import ID_PRODUCTS, ID_TENSOR, ModelManifest
 from semrec.towers.user import USER_PREFIX
-from semrec.training.trainer import TrainResult, add_ids
+from semrec.training.trainer import TrainResult
 
 if TYPE_CHECKING:
     from semrec.serving.context import Semrec
 
 BATCH = 1024
-#: The ID embedding table among a version's tensors, and the product order of its rows.
-ID_TENSOR = "item_ids.weight"
-ID_PRODUCTS = "id_products.json"
 
 
 def save_version(sr: Semrec, result: TrainResult, product_ids: list[str],
@@ -53,6 +48,8 @@ def save_version(sr: Semrec, result: TrainResult, product_ids: list[str],
                               extra_tensors=extra)
     if result.id_embeddings is not None:
         (sr.models.root / manifest.version / ID_PRODUCTS).write_text(json.dumps(product_ids))
+    sr.models.save_trained_products(
+        manifest.version, [pid for pid, t in zip(product_ids, result.trained, strict=True) if t])
     return manifest
 
 
@@ -60,15 +57,14 @@ def build_index(sr: Semrec, version: str,
                 on_progress: Callable[[int], None] | None = None) -> VectorStore:
     """Embed every product with ``version`` from cached features into that version's own
     collection, and return it (open, complete, not yet served)."""
-    tower, _, extra = sr.models.load(version)
-    ids = _id_rows(sr, version, extra)
-    store = sr.open_store(version, tower.config.dim)
+    items = sr.models.items(version)
+    store = sr.open_store(version, items.tower.config.dim)
     rows = list(sr.products.all())
     try:
         for start in range(0, len(rows), BATCH):
             batch = rows[start:start + BATCH]
-            vectors = _vectors(sr, tower, batch, ids)
-            payloads = [point_payload(r, version) for r in batch]
+            vectors = embed_rows(sr.features, items, batch)
+            payloads = [point_payload(r, items) for r in batch]
             store.upsert([r.product_id for r in batch], vectors, payloads)
             if on_progress:
                 on_progress(len(batch))
@@ -94,22 +90,3 @@ def reindex(sr: Semrec, version: str, on_progress: Callable[[int], None] | None 
     with sr.conn:  # after the switch: a crash before this only makes the next ingest re-embed
         sr.conn.execute("UPDATE products SET model_version = ?", (version,))
     return sr.products.count()
-
-
-def _vectors(sr: Semrec, tower: Any, rows: list[ProductRow],
-             ids: dict[str, np.ndarray] | None) -> np.ndarray:
-    vectors = embed_cached(sr.features, tower, [r.text_key for r in rows],
-                           [r.image_key for r in rows])
-    if ids is None:
-        return vectors
-    extra = np.stack([ids.get(r.product_id, np.zeros(vectors.shape[1], np.float32))
-                      for r in rows])
-    return add_ids(vectors, extra)
-
-
-def _id_rows(sr: Semrec, version: str, extra: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    if ID_TENSOR not in extra:
-        return None
-    product_ids = json.loads((sr.models.root / version / ID_PRODUCTS).read_text())
-    table = extra[ID_TENSOR].numpy()
-    return {pid: table[i] for i, pid in enumerate(product_ids)}

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from semrec.config import TrainSettings, UserSettings
-from semrec.towers.item import ItemTower, ItemTowerConfig
+from semrec.towers.item import ItemTower, ItemTowerConfig, add_ids
 from semrec.towers.sequential import SequentialConfig, SequentialUserTower
 from semrec.training.data import ItemFeatures, Validation, holdout_last
 from semrec.training.model import ItemEncoder, PoolingUsers, SampledSoftmax
@@ -30,11 +30,13 @@ RECALL_K = 10
 @dataclass
 class TrainResult:
     """The trained towers (``user_tower`` None: the parameter-free pooling), each product's
-    ID embedding when trained with them, and what happened."""
+    ID embedding when trained with them, which products had training events (``trained``,
+    a mask: the others are new to this model) and what happened."""
 
     item_tower: ItemTower
     user_tower: SequentialUserTower | None
     id_embeddings: np.ndarray | None
+    trained: np.ndarray
     metrics: dict[str, Any]
     epochs: list[dict[str, float]] = field(default_factory=list)
 
@@ -44,12 +46,6 @@ class TrainResult:
         if self.id_embeddings is None:
             return vectors
         return add_ids(vectors, self.id_embeddings)
-
-
-def add_ids(content: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``normalise(content + ids)`` row by row (float32)."""
-    out = content + ids
-    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 class Progress:
@@ -99,7 +95,7 @@ def _fit(features: ItemFeatures, sequences: list[np.ndarray], settings: TrainSet
                                              settings.heads, settings.dropout))
         if settings.user_tower == "sequential" else PoolingUsers(user, settings.max_len))
     task = SampledSoftmax(popularity, settings.negatives, settings.temperature, settings.logq,
-                          seen)
+                          seen, full=settings.loss == "full")
     params = list(items.parameters()) + list(users.parameters())
     optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
@@ -142,7 +138,7 @@ def _fit(features: ItemFeatures, sequences: list[np.ndarray], settings: TrainSet
     if items.ids is not None:
         ids = (items.ids.weight.detach() * items.seen[:, None]).numpy().copy()
     return TrainResult(items.tower, users if isinstance(users, SequentialUserTower) else None,
-                       ids, metrics, history)
+                       ids, seen, metrics, history)
 
 
 def _batches(examples: list[np.ndarray], size: int, rng: np.random.Generator
