@@ -253,6 +253,16 @@ def test_ingest_after_training_keeps_id_embeddings_and_marks_new_products(home: 
     assert stored[known].payload["new"] is False and stored["P9999"].payload["new"] is True
 
 
+def test_train_command_takes_the_loss_and_names_a_wrong_one(home: Path) -> None:
+    code, stdout, stderr = semrec(home, "train", "--loss", "sampled", "--no-id-embeddings",
+                                  "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert (summary["loss"], summary["id_embeddings"]) == ("sampled", False)
+    code, _, stderr = semrec(home, "train", "--loss", "exact")
+    assert code == 1 and "loss" in stderr and "'full' or 'sampled'" in stderr, stderr
+
+
 def test_saved_version_reloads_to_the_same_user_vector(home: Path) -> None:
     settings = load_settings(home=home)
     with Semrec(settings) as sr:

@@ -59,6 +59,9 @@ def train(
     dim: Annotated[int | None, typer.Option("--dim", min=8, help="Embedding size.")] = None,
     id_embeddings: Annotated[bool | None, typer.Option(
         "--id-embeddings/--no-id-embeddings", help="Per-product ID embeddings.")] = None,
+    loss: Annotated[str | None, typer.Option(
+        "--loss", help="full (softmax over every product) or sampled (in-batch + sampled "
+                       "negatives with logQ; default: config [train] loss).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train the item heads and the user tower on the events, re-index, then serve it."""
@@ -72,7 +75,7 @@ def train(
         home = ctx.obj if isinstance(ctx.obj, Path | str) else None
         settings = load_settings(home=home)
         flags = {"user_tower": user_tower, "epochs": epochs, "dim": dim,
-                 "id_embeddings": id_embeddings}
+                 "id_embeddings": id_embeddings, "loss": loss}
         train_settings = TrainSettings(**{**settings.train.model_dump(),
                                           **{k: v for k, v in flags.items() if v is not None}})
         with Semrec(settings, role="train") as sr:
@@ -104,6 +107,7 @@ def train(
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     summary = {"version": manifest.version, "user_tower": train_settings.user_tower,
+               "loss": train_settings.loss, "id_embeddings": train_settings.id_embeddings,
                "products_indexed": indexed, "users": len(sequences), **result.metrics}
     if as_json:
         out.print_json(json.dumps(summary))
