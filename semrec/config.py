@@ -100,8 +100,9 @@ class FeedSettings(_Section):
     popularity it learnt, which a new product has not had the chance to earn, so without a
     boost new products rarely reach the top of a feed and stay new. The boost is in nats of
     the trained softmax (added as ``boost * temperature`` to the cosine): 1.0 ranks a new
-    product as if it were e times likelier than its vector says. 0 turns it off. Untrained
-    versions rank by content alone and are never boosted.
+    product as if it were e times likelier than its vector says; the score a feed returns
+    for a boosted product includes the boost. 0 turns it off. Untrained versions rank by
+    content alone and are never boosted.
     """
 
     new_product_boost: float = Field(1.5, ge=0)
