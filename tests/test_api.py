@@ -21,7 +21,7 @@ from semrec.home import HomeBusy
 from semrec.index.builder import IndexBuilder
 from semrec.serving.api import ApiService, QueryQueue, create_app
 from semrec.serving.context import Semrec
-from semrec.towers import ItemTower, ItemTowerConfig
+from semrec.towers import ItemTower, ItemTowerConfig, VersionItems
 from tests.conftest import FIXTURES, write_config
 
 with open(FIXTURES / "catalog.csv", newline="", encoding="utf-8") as _f:
@@ -225,7 +225,7 @@ def test_a_promoted_version_is_served_without_restart(writable: TestClient) -> N
         manifest = sr.models.save(ItemTower(config), kind="init",
                                   encoders=sr.current_model()[1].encoders)
         store = sr.open_store(manifest.version, config.dim)
-        builder = IndexBuilder(sr.conn, store, ItemTower(config), manifest.version,
+        builder = IndexBuilder(sr.conn, store, VersionItems(manifest.version, ItemTower(config)),
                                text_encoder=lambda: pytest.fail("re-encoded text"),
                                image_encoder=None, encoder_ids=sr.encoder_ids(),
                                images=image_source())

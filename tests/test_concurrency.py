@@ -23,7 +23,7 @@ from ingest import image_source, read_catalog, read_events
 from semrec.config import load_settings
 from semrec.index.builder import IndexBuilder
 from semrec.serving.context import Semrec
-from semrec.towers import ItemTower, ItemTowerConfig
+from semrec.towers import ItemTower, ItemTowerConfig, VersionItems
 from tests.conftest import FIXTURES, write_config
 
 KEY = "s3cret-key"
@@ -154,7 +154,7 @@ def _reindex_beside(home: Path) -> str:
         config = ItemTowerConfig(**{**tower.config.to_dict(), "seed": 7})
         new = sr.models.save(ItemTower(config), kind="init", encoders=manifest.encoders)
         store = sr.open_store(new.version, config.dim)
-        builder = IndexBuilder(sr.conn, store, ItemTower(config), new.version,
+        builder = IndexBuilder(sr.conn, store, VersionItems(new.version, ItemTower(config)),
                                text_encoder=sr.text_encoder, image_encoder=None,
                                encoder_ids=sr.encoder_ids(), images=image_source())
         builder.reindex_rows(list(sr.products.all()))

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from semrec.towers.item import ItemTower, ItemTowerConfig
-from semrec.towers.registry import ModelManifest, ModelRegistry
+from semrec.towers.registry import ModelManifest, ModelRegistry, VersionItems
 
-__all__ = ["ItemTower", "ItemTowerConfig", "ModelManifest", "ModelRegistry"]
+__all__ = ["ItemTower", "ItemTowerConfig", "ModelManifest", "ModelRegistry", "VersionItems"]
