@@ -112,10 +112,14 @@ class ModelRegistry:
         extra = {k: v for k, v in tensors.items() if not k.startswith("item.")}
         return tower, manifest, extra
 
-    def save_trained_products(self, version: str, product_ids: list[str]) -> None:
-        """Record the products ``version`` had training events for; every other product is
-        ``new`` to it."""
-        (self.root / version / TRAINED_PRODUCTS).write_text(json.dumps(sorted(product_ids)))
+    def save_products(self, version: str, trained: list[str],
+                      id_rows: list[str] | None = None) -> None:
+        """Record the products ``version`` had training events for (every other product is
+        ``new`` to it) and, for a version with an ID table (``ID_TENSOR``), the product of
+        each of its rows."""
+        (self.root / version / TRAINED_PRODUCTS).write_text(json.dumps(sorted(trained)))
+        if id_rows is not None:
+            (self.root / version / ID_PRODUCTS).write_text(json.dumps(id_rows))
 
     def trained_products(self, version: str) -> frozenset[str] | None:
         """The products ``version`` was trained on; None for a version never trained."""

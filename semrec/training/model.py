@@ -85,7 +85,8 @@ class PoolingUsers(nn.Module):
 
 
 class SampledSoftmax:
-    """Softmax over the batch's positives plus shared sampled negatives, with logQ.
+    """Softmax over the batch's positives plus shared sampled negatives, with logQ; or,
+    ``full``, over every product with training events (no sampling, so no correction).
 
     Candidates are the unique products among the batch's targets and ``negatives`` uniform
     samples of the products ``seen`` in training. Products without training events are never

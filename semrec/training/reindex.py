@@ -8,7 +8,6 @@ reading the old version's collection, which is never written to.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ import torch
 
 from semrec.index import VectorStore
 from semrec.index.builder import embed_rows, point_payload
-from semrec.towers.registry import ID_PRODUCTS, ID_TENSOR, ModelManifest
+from semrec.towers.registry import ID_TENSOR, ModelManifest
 from semrec.towers.user import USER_PREFIX
 from semrec.training.trainer import TrainResult
 
@@ -46,10 +45,9 @@ def save_version(sr: Semrec, result: TrainResult, product_ids: list[str],
                               user_tower=user, metrics={**result.metrics, "train": settings,
                                                         "epochs": result.epochs},
                               extra_tensors=extra)
-    if result.id_embeddings is not None:
-        (sr.models.root / manifest.version / ID_PRODUCTS).write_text(json.dumps(product_ids))
-    sr.models.save_trained_products(
-        manifest.version, [pid for pid, t in zip(product_ids, result.trained, strict=True) if t])
+    sr.models.save_products(
+        manifest.version, [pid for pid, t in zip(product_ids, result.trained, strict=True) if t],
+        product_ids if result.id_embeddings is not None else None)
     return manifest
 
 
