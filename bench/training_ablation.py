@@ -6,10 +6,14 @@ user's sequence leave-last-out (last event: test, the one before: validation, th
 training), optionally holds ``cold`` of the products with events out of all training, then
 for each variant calls ``semrec.training.fit`` and scores the test targets by full ranking
 (history excluded, ties against the target), warm and cold users apart. Then, for the same
-model, two diagnoses:
+model, these diagnoses:
 
 - the cold targets ranked among cold products only, and how far the tenth-best warm product
   is above them (why a trained model loses new products);
+- the feed's new-product boost: ``beta`` (cosine units) added to every cold product's score,
+  for each of ``BOOSTS``;
+- with ID embeddings, each cold product given the mean ID embedding of its k nearest trained
+  products by content, for each of ``IMPUTE_K``;
 - blends ``(1 - b) cos_trained + b cos_frozen`` with the untrained recency-pooled text
   space, for b in 0, 0.3, 0.5, 0.7, 1.
 
@@ -18,7 +22,7 @@ variant per run, so each run is its own timing::
 
     python -m bench.training_ablation --home /tmp/semrec-bench-http epochs=3 cold=0.1
     python -m bench.training_ablation --home /tmp/semrec-bench-http epochs=3 cold=0.1 logq=false
-    python -m bench.training_ablation --home /tmp/semrec-bench-http epochs=9 id_embeddings=true
+    python -m bench.training_ablation --home /tmp/semrec-bench-http epochs=10 loss=full cold=0.1
 
 The home must not be open in a running ``semrec serve`` (it is read through SQLite only).
 """

@@ -107,6 +107,11 @@ class FeedSettings(_Section):
 
     new_product_boost: float = Field(1.5, ge=0)
 
+    def cosine_boost(self, temperature: float) -> float:
+        """``new_product_boost`` in the cosine units of a version trained at
+        ``temperature``: what is added to a new product's score."""
+        return self.new_product_boost * temperature
+
 
 class TrainSettings(_Section):
     """``semrec train``: the item tower's heads and the user tower, learnt from the events.

@@ -82,7 +82,7 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
     with ctx.stages.stage(f"{name}: users"):
         valid_users, test_users = users_of(split.valid.train), users_of(split.test.train)
     # the feed's boost of products the model had no training events for (cold ones)
-    boost = settings.feed.new_product_boost * train.temperature
+    boost = settings.feed.cosine_boost(train.temperature)
     bonus = np.where(result.trained, 0.0, boost).astype(np.float32) if boost > 0 else None
     with ctx.stages.stage(f"{name}: validate"):
         valid_metrics = ctx.validate(vector_scorer(valid_users, vectors, present, bonus),

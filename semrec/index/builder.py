@@ -90,7 +90,6 @@ class IndexBuilder:
         self.conn = conn
         self.store = store
         self.items = items
-        self.model_version = items.version
         self._text_factory = text_encoder
         self._image_factory = image_encoder
         self._text: Encoder | None = None
@@ -100,6 +99,10 @@ class IndexBuilder:
         self.images = images
         self.features = FeatureCache(conn)
         self.products = ProductTable(conn)
+
+    @property
+    def model_version(self) -> str:
+        return self.items.version
 
     def text_encoder(self) -> Encoder:
         """Loaded on first need: an unchanged catalog never loads it."""

@@ -53,7 +53,7 @@ class Semrec:
         self._store_version: str | None = None
         self._user_tower: tuple[str | None, UserTower] | None = None
         self._items: dict[str, VersionItems] = {}  # per version, read once
-        self._temperature: dict[str, float] = {}
+        self._boost: dict[str, float] = {}  # per version: [feed] settings are fixed
         self._text_encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._open_lock = threading.Lock()
@@ -159,12 +159,14 @@ class Semrec:
     def new_boost(self, version: str | None) -> float:
         """``[feed] new_product_boost`` in cosine units for ``version`` (its training
         temperature times the boost); 0 for a version never trained."""
-        if version is None or self.version_items(version).trained is None:
+        if version is None:
             return 0.0
-        if version not in self._temperature:
-            train = self.models.manifest(version).metrics["train"]
-            self._temperature[version] = float(train["temperature"])
-        return self.settings.feed.new_product_boost * self._temperature[version]
+        if version not in self._boost:
+            trained = self.version_items(version).trained is not None
+            temperature = (float(self.models.manifest(version).metrics["train"]["temperature"])
+                           if trained else 0.0)
+            self._boost[version] = self.settings.feed.cosine_boost(temperature)
+        return self._boost[version]
 
     def version_items(self, version: str) -> VersionItems:
         """``version``'s tower, ID table and trained products (read once per version: a
