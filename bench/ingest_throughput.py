@@ -1,8 +1,8 @@
 """Ingest throughput of the full pipeline next to the raw encoders, measured in one run.
 
-The pipeline is what ``semrec ingest`` runs (``Semrec(settings).builder(ImageSource(...))
-.ingest(products)`` in a fresh, empty home). The raw figures use the very same encoder
-objects the builder loaded (``builder.text_encoder()``/``builder.image_encoder()``):
+The pipeline is what ``semrec ingest`` runs (``semrec.index.ingest(workspace, products,
+images)`` in a fresh, empty home). The raw figures use the very same encoder
+objects the pipeline loaded (``workspace.encoders.text()``/``.image()``):
 
 - text: ``encode_text`` on every product's ``Product.text()``, in one call;
 - images: ``ImageSource.load`` (PIL decode to RGB, single-threaded) and ``encode_image`` on
@@ -34,11 +34,12 @@ from typing import Any
 
 from bench._common import OUT, command_line, machine, write_result
 from ingest import image_digest, load_image, read_catalog
-from semrec.catalog import Product
+from semrec.catalog import ImageSource, Product
 from semrec.config import ImageEncoderSettings, load_settings
 from semrec.encoders import Encoder
-from semrec.index.builder import BATCH, ImageSource
-from semrec.serving.context import Semrec
+from semrec.index import BATCH
+from semrec.index import ingest as index_products
+from semrec.workspace import Workspace
 
 DEFAULT_WEIGHTS = OUT / "vit-b-32-random.pt"
 
@@ -117,13 +118,12 @@ def one_repeat(products: list[Product], texts: list[str], paths: list[Path],
             digest=image_digest,
             load=lambda p: load_image(p, max_pixels=settings.image.max_pixels),
         )
-        with Semrec(settings, role="ingest") as sr:
+        with Workspace(settings, role="ingest") as ws:
             started = time.perf_counter()
-            builder = sr.builder(images)
-            text_enc = builder.text_encoder()
-            image_enc = builder.image_encoder() if with_images else None
+            text_enc = ws.encoders.text()
+            image_enc = ws.encoders.image() if with_images else None
             if with_images and image_enc is None:
-                raise SystemExit(f"image encoder failed to load: {builder.image_problem}")
+                raise SystemExit(f"image encoder failed to load: {ws.encoders.image_problem}")
             load_s = time.perf_counter() - started
             started = time.perf_counter()  # warm-up: first-call allocations, lazy inits
             text_enc.encode_text(texts[:64])
@@ -134,14 +134,14 @@ def one_repeat(products: list[Product], texts: list[str], paths: list[Path],
             passes = [raw_pass(text_enc, image_enc, images, texts, paths)]
             print(f"  raw pass 1: {_fmt(passes[-1])}", flush=True)
             clock = Clock()
-            report = builder.ingest(products)
+            report = index_products(ws, products, images)
             pipeline_s, pipeline_cpu_s = clock.stop()
             print(f"  pipeline: {pipeline_s:.2f} s (cpu {pipeline_cpu_s:.2f} s), stages "
                   f"{_fmt(report.seconds)}", flush=True)
             for i in range(1, raw_passes):
                 passes.append(raw_pass(text_enc, image_enc, images, texts, paths))
                 print(f"  raw pass {i + 1}: {_fmt(passes[-1])}", flush=True)
-            indexed = sr.products.count()
+            indexed = ws.products.count()
     finally:
         if keep_home is None:
             shutil.rmtree(home, ignore_errors=True)

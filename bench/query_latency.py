@@ -5,7 +5,7 @@ Two parts (each can be skipped):
 - **real**: amazon-games ingested text-only (as ``semrec ingest`` does) and its events
   loaded (as ``semrec events`` does) into a home (``--home`` to reuse one across runs; a
   temp home otherwise), then ``similar`` for random products and ``feed`` for random users
-  with history, through ``Semrec(settings).recommender()`` exactly as the CLI/API wires it.
+  with history, through ``open_recommender(workspace)`` exactly as the CLI/API wires it.
   A second, smaller pass times the pieces of ``feed`` one by one.
 - **synthetic**: random unit vectors (``--dim``: 384 by default, the untrained tower's
   width; 128 is a trained tower's default ``[train] dim``) at each of ``--sizes`` through
@@ -43,11 +43,12 @@ import qdrant_edge as qe
 
 from bench._common import command_line, machine, percentiles, write_result
 from semrec.config import ImageEncoderSettings, UserSettings, load_settings
-from semrec.index.base import Filters
-from semrec.index.edge import EdgeStore
-from semrec.serving.context import Semrec
-from semrec.serving.recommender import Recommender
+from semrec.index import ingest as index_ingest
+from semrec.serving.recommender import Recommender, open_recommender
+from semrec.store.base import Filters
+from semrec.store.edge import EdgeStore
 from semrec.towers.user import history_weights, pool
+from semrec.workspace import Workspace
 
 DIM = 384
 RECALL_QUERIES = 200
@@ -78,23 +79,23 @@ def prepare_home(home: Path, dataset: Path) -> dict[str, Any]:
     """Ingest the catalog and load the events into ``home`` unless already there (an
     interrupted ingest resumes: indexed products are skipped, cached features reused)."""
     from ingest import image_digest, load_image, read_catalog, read_events
-    from semrec.index.builder import ImageSource
+    from semrec.index.stage import ImageSource
 
     settings = load_settings(home=home, image=ImageEncoderSettings(enabled=False))
     done: dict[str, Any] = {}
-    with Semrec(settings, role="ingest") as sr:
+    with Workspace(settings, role="ingest") as ws:
         products = read_catalog(dataset / "catalog.csv").items
-        if sr.products.count() < len(products):  # new, or a run that was cut off
+        if ws.products.count() < len(products):  # new, or a run that was cut off
             images = ImageSource(digest=image_digest, load=lambda p: load_image(p))
             started = time.perf_counter()
-            report = sr.builder(images).ingest(products)
+            report = index_ingest(ws, products, images)
             done["ingest_s"] = round(time.perf_counter() - started, 1)
             done["ingested"] = report.added
             print(f"ingested {report.added} products in {done['ingest_s']} s", flush=True)
-        if sr.events.count() == 0:
+        if ws.events.count() == 0:
             events = read_events(dataset / "events.csv").items
             started = time.perf_counter()
-            sr.events.add(events)
+            ws.events.add(events)
             done["events_s"] = round(time.perf_counter() - started, 1)
             print(f"loaded {len(events)} events in {done['events_s']} s", flush=True)
     return done
@@ -106,13 +107,13 @@ def bench_real(home: Path, dataset: Path, queries: int, warmup: int, k: int,
     prepared = prepare_home(home, dataset)
     settings = load_settings(home=home, image=ImageEncoderSettings(enabled=False))
     rng = random.Random(seed)
-    with Semrec(settings, role="bench") as sr:
-        rec = sr.recommender()
-        product_ids = [r[0] for r in sr.conn.execute("SELECT product_id FROM products")]
-        users = [r[0] for r in sr.conn.execute("SELECT DISTINCT user_id FROM events")]
+    with Workspace(settings, role="bench") as ws:
+        rec = open_recommender(ws)
+        product_ids = [r[0] for r in ws.conn.execute("SELECT product_id FROM products")]
+        users = [r[0] for r in ws.conn.execute("SELECT DISTINCT user_id FROM events")]
         pids = rng.choices(product_ids, k=queries)
         uids = rng.choices(users, k=queries)
-        info = store_info(sr.store)
+        info = store_info(ws.served_store())
         print(f"home {home}: {len(product_ids)} products, {len(users)} users, store {info}",
               flush=True)
         similar_ms = timed(lambda p: rec.similar(p, k), pids, warmup)
@@ -121,7 +122,7 @@ def bench_real(home: Path, dataset: Path, queries: int, warmup: int, k: int,
         print(f"feed: {percentiles(feed_ms)}", flush=True)
         parts = feed_parts(rec, uids[: max(queries // 4, 1)], k)
         print(f"feed parts: {parts}", flush=True)
-        history = [len(sr.events.history(u, settings.user.max_history)) for u in uids[:500]]
+        history = [len(ws.events.history(u, settings.user.max_history)) for u in uids[:500]]
     return {"home": str(home), "prepared": prepared, "products": len(product_ids),
             "users": len(users), "store": info, "k": k,
             "similar_ms": percentiles(similar_ms), "feed_ms": percentiles(feed_ms),

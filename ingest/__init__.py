@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ingest.errors import ReadResult, RowError
 from ingest.images import ImageError, image_digest, image_source, load_image
-from ingest.readers import read_catalog, read_events
+from ingest.readers import read_catalog, read_events, read_products
 
 __all__ = [
     "ImageError",
@@ -22,4 +22,5 @@ __all__ = [
     "load_image",
     "read_catalog",
     "read_events",
+    "read_products",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -28,10 +28,11 @@ class RowError:
     reason: str
     value: str | None = None
     product_id: str | None = None
+    unit: str = "line"  # what ``line`` counts: "item" for the items of a request body
 
     def __str__(self) -> str:
         """E.g. ``catalog.csv line 6, field 'price': 'abc' is not a number (product B004)``."""
-        text = f"{self.source} line {self.line}"
+        text = f"{self.source} {self.unit} {self.line}"
         if self.field is not None:
             text += f", field {self.field!r}"
         if self.value is None:
@@ -48,8 +49,10 @@ class RowError:
 
 @dataclass
 class ReadResult(Generic[T]):
-    """What a reader returns: the valid ``items`` in file order, and one ``RowError`` per
-    problem found (a row may have several; rows with any error are not in ``items``)."""
+    """What a reader returns: the valid ``items`` in file order, one ``RowError`` per
+    problem that cost its row (a row may have several; rows with any error are not in
+    ``items``), and one per problem that cost a field of a row that was kept."""
 
     items: list[T]
     errors: list[RowError]
+    warnings: list[RowError] = field(default_factory=list)

@@ -14,13 +14,12 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeGuard
+from typing import IO
 from urllib.parse import urlsplit
 
 from PIL import Image
 
-if TYPE_CHECKING:
-    from semrec.index.builder import ImageSource
+from semrec.catalog import ImageSource, is_url
 
 #: EXIF orientation value -> the transpose that displays the image upright.
 _ORIENTATION_TAG = 0x0112
@@ -38,11 +37,6 @@ _WHITE = (255, 255, 255, 255)
 URL_SCHEMES = ("http", "https")
 DEFAULT_MAX_DOWNLOAD_BYTES = 20_000_000
 _CHUNK = 1 << 16
-
-
-def is_url(value: object) -> TypeGuard[str]:
-    """Whether ``value`` is an ``http://`` or ``https://`` URL (any case)."""
-    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
 
 
 class ImageError(Exception):
@@ -98,6 +92,28 @@ def decode_image(source: str | Path | IO[bytes], name: str | Path, *,
         raise ImageError(name, f"too many pixels ({exc})") from None
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ...) on bad data
         raise ImageError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from exc
+
+
+def check_image(source: str | Path | IO[bytes], name: str | Path, *,
+                max_pixels: int = 40_000_000) -> None:
+    """What ``decode_image`` checks before decoding: that ``source`` is an image of a known
+    format whose header is readable and within ``max_pixels`` (and Pillow's bomb limit).
+    Reads the header only. Raises ``ImageError`` otherwise."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                width, height = image.size
+    except FileNotFoundError:
+        raise ImageError(name, "file not found") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(name, "not an image, or an unsupported image format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, f"too many pixels ({exc})") from None
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ...) on bad data
+        raise ImageError(name, f"corrupt image header ({type(exc).__name__}: {exc})") from exc
+    if width * height > max_pixels:
+        raise ImageError(name, f"{width}x{height} is more than {max_pixels} pixels")
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:
@@ -232,6 +248,12 @@ class _Downloads:
                 self._size -= len(self._kept.popitem(last=False)[1])
         return hashlib.sha256(data).hexdigest()
 
+    def peek(self, url: str) -> bytes:
+        """The bytes of ``url``, kept for a later ``take`` (fetched if not kept)."""
+        with self._lock:
+            data = self._kept.get(url)
+        return self._fetch(url) if data is None else data
+
     def take(self, url: str) -> bytes:
         with self._lock:
             data = self._kept.pop(url, None)
@@ -252,16 +274,16 @@ def image_source(max_pixels: int = 40_000_000,
     (``fetch_image``: ``url_timeout_s``, ``max_download_bytes``; the digest is the sha256 of
     the bytes) and those same bytes are decoded by ``load``, with the checks of
     ``load_image``; without it a URL is an ``ImageError``."""
-    from semrec.index.builder import ImageSource
-
     allowed = None if roots is None else tuple(roots)
 
     def local(path: str | Path) -> Path:
         return Path(path) if allowed is None else inside_roots(path, allowed)
 
     if not allow_urls:
-        return ImageSource(digest=lambda path: image_digest(local(path)),
-                           load=lambda path: load_image(local(path), max_pixels=max_pixels))
+        return ImageSource(
+            digest=lambda path: image_digest(local(path)),
+            load=lambda path: load_image(local(path), max_pixels=max_pixels),
+            check=lambda path: check_image(local(path), path, max_pixels=max_pixels))
     downloads = _Downloads(lambda url: fetch_image(url, timeout_s=url_timeout_s,
                                                    max_bytes=max_download_bytes))
 
@@ -273,4 +295,10 @@ def image_source(max_pixels: int = 40_000_000,
             return load_image(local(path), max_pixels=max_pixels)
         return decode_image(io.BytesIO(downloads.take(path)), path, max_pixels=max_pixels)
 
-    return ImageSource(digest=digest, load=load)
+    def check(path: str | Path) -> None:
+        if not is_url(path):
+            check_image(local(path), path, max_pixels=max_pixels)
+        else:
+            check_image(io.BytesIO(downloads.peek(path)), path, max_pixels=max_pixels)
+
+    return ImageSource(digest=digest, load=load, check=check)

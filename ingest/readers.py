@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,7 +21,7 @@ DEFAULT_EVENT = "purchase"
 
 
 def read_catalog(path: str | Path, *, image_roots: Sequence[str | Path] = (),
-                 allow_urls: bool = False) -> ReadResult[Product]:
+                 allow_urls: bool = False, strict: bool = False) -> ReadResult[Product]:
     """Read a product catalog (``.csv``, or ``.jsonl``/``.ndjson``: one JSON object a line).
 
     Fields: ``product_id`` and ``title`` required (stripped, blank is an error);
@@ -36,7 +37,10 @@ def read_catalog(path: str | Path, *, image_roots: Sequence[str | Path] = (),
     ``semrec.catalog.MAX_CHARS`` allows are errors. Every other column goes to ``attributes``
     as text (blank values skipped; JSON numbers/booleans/arrays/objects converted to text).
 
-    A row with any bad field is left out and each bad field reported as a ``RowError``; good
+    A row whose ``product_id`` or ``title`` is bad is left out, reported as a ``RowError``
+    per bad field in ``errors``; any other bad field (an optional one, an attribute that is
+    too long, an image path or URL that is refused) is left out of its product, which is
+    kept, and reported in ``warnings`` (``strict``: as errors, and the row left out). Good
     rows are returned in file order. A ``product_id`` already taken by an earlier good row
     is an error naming that row's line (the first good occurrence wins). In CSV, blank rows
     are skipped, a UTF-8 BOM is tolerated, header names are stripped, columns with an empty
@@ -49,32 +53,39 @@ def read_catalog(path: str | Path, *, image_roots: Sequence[str | Path] = (),
     """
     path = Path(path)
     folder = path.absolute().parent
+    return read_products(iter_records(path, CATALOG_REQUIRED), path.name, folder,
+                         (folder, *image_roots), allow_urls=allow_urls, strict=strict)
+
+
+def read_products(records: Iterable[Record | RowError], source: str, folder: Path,
+                  roots: Sequence[Path | str], *, allow_urls: bool = False,
+                  strict: bool = False, unit: str = "line") -> ReadResult[Product]:
+    """Products from records (a catalog file's, or the items of a ``PUT /items`` body,
+    ``unit="item"``), validated by ``parse_product``; a ``product_id`` already taken by an
+    earlier good record is an error naming that record."""
     items: list[Product] = []
     errors: list[RowError] = []
+    warnings: list[RowError] = []
     first_line: dict[str, int] = {}
-    for record in iter_records(path, CATALOG_REQUIRED):
+    for record in records:
         if isinstance(record, RowError):
             errors.append(record)
             continue
-        product, row_errors = _product(record, path.name, folder, (folder, *image_roots),
-                                       allow_urls)
+        product, row_errors, row_warnings = parse_product(record, source, folder, roots,
+                                                          allow_urls, strict)
+        warnings += [replace(w, unit=unit) for w in row_warnings]
         if product is None:
-            errors.extend(row_errors)
+            errors += [replace(e, unit=unit) for e in row_errors]
         elif product.product_id in first_line:
-            errors.append(
-                RowError(
-                    path.name,
-                    record.line,
-                    "product_id",
-                    f"duplicates the product on line {first_line[product.product_id]}",
-                    value=product.product_id,
-                    product_id=product.product_id,
-                )
-            )
+            errors.append(RowError(source, record.line, "product_id",
+                                   f"duplicates the product on {unit} "
+                                   f"{first_line[product.product_id]}",
+                                   value=product.product_id, product_id=product.product_id,
+                                   unit=unit))
         else:
             first_line[product.product_id] = record.line
             items.append(product)
-    return ReadResult(items, errors)
+    return ReadResult(items, errors, warnings)
 
 
 def read_events(path: str | Path, *,
@@ -117,42 +128,44 @@ def read_events(path: str | Path, *,
     return ReadResult(items, errors)
 
 
-def _product(record: Record, source: str, folder: Path, roots: Sequence[Path | str],
-             allow_urls: bool = False) -> tuple[Product | None, list[RowError]]:
-    """The record as a Product, or None and its errors."""
+#: Fields a product can do without: a bad value costs the field, not the product.
+OPTIONAL = ("description", "category", "brand", "price", "in_stock", "image")
+
+
+def parse_product(record: Record, source: str, folder: Path, roots: Sequence[Path | str],
+                  allow_urls: bool = False, strict: bool = False
+                  ) -> tuple[Product | None, list[RowError], list[RowError]]:
+    """One catalog record as a ``Product`` (catalog files and ``PUT /items`` alike), with
+    the row's errors and warnings. A bad ``product_id`` or ``title`` rejects the row (the
+    product is None and ``errors`` says why); a bad optional field or attribute (``OPTIONAL``:
+    a price of ``Free to Play``, an image path outside the catalog's folder, ...) is left
+    out, and a warning names the line, field and value. With ``strict`` every problem is an
+    error."""
     fields = _Fields(source, record)
     product_id = fields.parse("product_id", _text("product_id"), required=True)
     title = fields.parse("title", _text("title"), required=True)
+    required_problems = len(fields.problems)
     description = fields.parse("description", _text("description"))
     category = fields.parse("category", _text("category"))
     brand = fields.parse("brand", _text("brand"))
     price = fields.parse("price", values.price)
     in_stock = fields.parse("in_stock", values.boolean)
     image = fields.parse("image", lambda raw: _image(raw, folder, roots, allow_urls))
-    if product_id is None or title is None or fields.problems:
-        return None, fields.errors(product_id)
-    attributes = {
-        name: text
-        for name, raw in record.values.items()
-        if name not in KNOWN_FIELDS and (text := values.attribute(raw)) is not None
-    }
-    too_long = [name for name, text in attributes.items() if len(text) > MAX_CHARS["attribute"]]
-    if too_long:
-        fields.problems += [(name, f"is longer than {MAX_CHARS['attribute']} characters",
-                             attributes[name]) for name in too_long]
-        return None, fields.errors(product_id)
-    product = Product(
-        product_id=product_id,
-        title=title,
-        description=description or "",
-        category=category,
-        brand=brand,
-        price=price,
-        in_stock=in_stock,
-        image=image,
-        attributes=attributes,
-    )
-    return product, []
+    attributes: dict[str, str] = {}
+    for name, raw in record.values.items():
+        if name in KNOWN_FIELDS or (text := values.attribute(raw)) is None:
+            continue
+        if len(text) > MAX_CHARS["attribute"]:
+            fields.problems.append(
+                (name, f"is longer than {MAX_CHARS['attribute']} characters", text))
+        else:
+            attributes[name] = text
+    if product_id is None or title is None or required_problems or (strict and fields.problems):
+        return None, fields.errors(product_id), []
+    product = Product(product_id=product_id, title=title, description=description or "",
+                      category=category, brand=brand, price=price, in_stock=in_stock,
+                      image=image, attributes=attributes)
+    return product, [], fields.errors(product_id)
 
 
 def _text(name: str) -> Callable[[object], str | None]:

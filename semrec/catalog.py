@@ -1,10 +1,15 @@
-"""The domain records every stage shares: a product and an interaction event."""
+"""The domain records every stage shares: a product, how its image is read, and an
+interaction event."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 #: Catalog columns with a meaning of their own; every other column is an attribute.
 KNOWN_FIELDS = (
@@ -60,6 +65,36 @@ class Product:
         if self.attributes:
             payload["attributes"] = dict(self.attributes)
         return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Product:
+        """The product ``payload()`` was made from (an image URL stays a URL)."""
+        image = payload.get("image")
+        return cls(product_id=payload["product_id"], title=payload["title"],
+                   description=payload.get("description", ""), category=payload.get("category"),
+                   brand=payload.get("brand"), price=payload.get("price"),
+                   in_stock=payload.get("in_stock"),
+                   image=None if image is None else image if is_url(image) else Path(image),
+                   attributes=dict(payload.get("attributes", {})))
+
+
+def is_url(value: object) -> TypeGuard[str]:
+    """Whether ``value`` (a product's ``image``) is an http(s) URL (any case), not a path."""
+    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """How product images are read: ``digest(image)`` (the feature-cache key), ``check(image)``
+    (the header and pixel limits only, cheap: run on every image even when no image encoder
+    is available, so a shop learns of its broken images at the first ingest) and
+    ``load(image)`` (an RGB image), for a ``Product.image`` (a ``Path``, or an http(s) URL as
+    ``str`` when URLs are enabled). Each raises with a readable message when the file or URL
+    is missing, unsafe or corrupt (``ingest.image_source`` builds the safe one)."""
+
+    digest: Callable[[Path | str], str]
+    load: Callable[[Path | str], Image]
+    check: Callable[[Path | str], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+from semrec.errors import UserError
 
 DEFAULT_HOME = Path("semrec-data")
 CONFIG_FILE_NAME = "semrec.toml"
@@ -196,7 +199,7 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration file or an environment override is invalid."""
 
 
@@ -215,7 +218,14 @@ def load_settings(home: Path | str | None = None, config_file: Path | str | None
         raise ConfigError(f"config file {path} does not exist")
     try:
         settings = Settings(**values)
+    except SettingsError as exc:  # an environment value that is not valid JSON
+        raise ConfigError(f"invalid configuration (SEMREC_* env): {exc}: "
+                          f"{exc.__cause__ or 'not valid JSON'}") from None
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration (file {path}, SEMREC_* env): {exc}") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors())
+        raise ConfigError(f"invalid configuration (file {path}, SEMREC_* env): "
+                          f"{problems}") from None
     update = {"home": home_path, **overrides}
     return settings.model_copy(update=update)

@@ -19,9 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from semrec.errors import UserError
 
-class HomeBusy(RuntimeError):
-    """Another process owns this data directory's index."""
+
+class HomeBusy(UserError, RuntimeError):
+    """Another process owns this data directory's index; ``role`` says which command
+    (``serve`` for an API server)."""
+
+    def __init__(self, message: str, role: str | None = None) -> None:
+        super().__init__(message)
+        self.role = role
 
 
 @dataclass(frozen=True)
@@ -52,16 +59,18 @@ class OwnerLock:
         self.role = role
         self._file: IO[str] | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, wait: bool = False) -> None:
+        """Take the lock; ``HomeBusy`` naming the owner if another process holds it, or
+        with ``wait``, block until it is released."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # noqa: SIM115 - held for the lock's lifetime
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "{}"
             handle.close()
-            raise HomeBusy(_busy_message(self.path.parent, owner)) from None
+            raise HomeBusy(_busy_message(self.path.parent, owner), _role(owner)) from None
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "role": self.role,
@@ -81,6 +90,13 @@ class OwnerLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _role(owner_json: str) -> str | None:
+    try:
+        return json.loads(owner_json).get("role")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _busy_message(root: Path, owner_json: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,11 @@ from pydantic import SecretStr
 from ingest import image_source, read_catalog, read_events
 from semrec.config import load_settings
 from semrec.home import HomeBusy
-from semrec.index.builder import IndexBuilder
-from semrec.serving.api import ApiService, QueryQueue, create_app
-from semrec.serving.context import Semrec
-from semrec.towers import ItemTower, ItemTowerConfig, VersionItems
+from semrec.index import ingest as index_ingest
+from semrec.index import write_all
+from semrec.serving.api import ApiService, Scheduler, create_app
+from semrec.towers import ItemTower, ItemTowerConfig, ModelRegistry
+from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
 
 with open(FIXTURES / "catalog.csv", newline="", encoding="utf-8") as _f:
@@ -39,9 +41,9 @@ def bought(user: str) -> set[str]:
 def built_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("api-home")
     write_config(home)
-    with Semrec(load_settings(home=home), role="test") as sr:
-        sr.builder(image_source()).ingest(read_catalog(FIXTURES / "catalog.csv").items)
-        sr.events.add(read_events(FIXTURES / "events.csv").items)
+    with Workspace(load_settings(home=home), role="test") as ws:
+        index_ingest(ws, read_catalog(FIXTURES / "catalog.csv").items, image_source())
+        ws.events.add(read_events(FIXTURES / "events.csv").items)
     return home
 
 
@@ -214,29 +216,32 @@ def test_events_show_in_the_next_feed(writable: TestClient) -> None:
     assert {i["because"] for i in body["items"]} <= {"P0004", "P0010"}
 
 
-def test_a_promoted_version_is_served_without_restart(writable: TestClient) -> None:
-    """A new version is indexed beside the served one, then CURRENT flips; the running
-    API answers from the new index on its next request."""
-    before = writable.get("/info").json()["served_version"]
+def test_a_version_built_beside_the_server_is_served_caught_up(writable: TestClient) -> None:
+    """What `semrec train` does while the API serves: another workspace (no owner lock)
+    builds a new version in its own store from the feature cache; meanwhile the API adds a
+    product and deletes one; then CURRENT flips. The API's next request is answered from
+    the new version, with both changes in it, and nothing was re-encoded."""
     service: ApiService = writable.app.state.service
-    with service.session() as sr:
-        tower, _ = sr.current_model()
-        config = ItemTowerConfig(**{**tower.config.to_dict(), "seed": 99})
-        manifest = sr.models.save(ItemTower(config), kind="init",
-                                  encoders=sr.current_model()[1].encoders)
-        store = sr.open_store(manifest.version, config.dim)
-        builder = IndexBuilder(sr.conn, store, VersionItems(manifest.version, ItemTower(config)),
-                               text_encoder=lambda: pytest.fail("re-encoded text"),
-                               image_encoder=None, encoder_ids=sr.encoder_ids(),
-                               images=image_source())
-        report = builder.ingest(read_catalog(FIXTURES / "catalog.csv").items)
-        assert report.updated == 300 and report.texts_encoded == 0
-        sr.promote(manifest.version, store)
-        store.close()
+    before = writable.get("/info").json()["served_version"]
+    with Workspace(service.ws.settings, role="train", own_index=False) as ws:
+        config = ItemTowerConfig(**{**ws.items(before).tower.config.to_dict(), "seed": 99})
+        manifest = ws.models.save(ItemTower(config), kind="init",
+                                  encoders=ws.manifest(before).encoders)
+        assert write_all(ws, manifest.version) == 300
+        ws.close_store(manifest.version)
+        features = ws.features.count()
+    new = {"product_id": "NEW1", "title": "Crimson silk evening gown", "category": "dresses"}
+    put = writable.put("/items", json={"items": [new]})
+    assert put.status_code == 200 and put.json()["model_version"] == before
+    assert writable.delete("/items/P0002").status_code == 200
+    ModelRegistry(service.ws.home.models).promote(manifest.version)
     info = writable.get("/info").json()
     assert info["served_version"] == manifest.version != before
-    item = writable.get("/items/P0001/similar", params={"k": 1}).json()["items"][0]
-    assert item["product_id"].startswith("P")
+    assert info["products"] == 300 and info["features_cached"] == features + 1
+    found = ids(writable.get("/items/P0001/similar", params={"k": 1000}))
+    assert len(found) == 299 and "NEW1" in found and "P0002" not in found
+    with Workspace(service.ws.settings, own_index=False) as ws:
+        assert {r.model_version for r in ws.products.all()} == {manifest.version}
 
 
 # -- errors and service ------------------------------------------------------------------
@@ -265,14 +270,38 @@ def test_bad_campaigns_are_422(api: TestClient, body: dict) -> None:
     assert response.status_code == 422 and "detail" in response.json()
 
 
-def test_bad_items_are_422_and_images_are_refused(api: TestClient) -> None:
+def test_bad_items_are_422_with_the_expected_shape(api: TestClient) -> None:
     for items in ([{"product_id": "X", "title": ""}],
-                  [{"product_id": "X", "title": "t", "price": -3}],
-                  [{"product_id": "X", "title": "t"}, {"product_id": "X", "title": "u"}],
-                  [{"product_id": "X", "title": "t", "image": "/etc/passwd"}]):
+                  [{"product_id": "X", "title": "t"}, {"product_id": "X", "title": "u"}]):
         response = api.put("/items", json={"items": items})
         assert response.status_code == 422, items
-    assert "images are not accepted" in response.json()["detail"]
+    assert "duplicates the product on item 0" in response.json()["detail"]
+    for body in ([{"product_id": "X", "title": "t"}], {"items": []}, {"items": ["X"]}, "X"):
+        response = api.put("/items", json=body)
+        assert response.status_code == 422, body
+        assert 'or {"items": [product, ...]}' in response.json()["detail"]
+
+
+def test_put_items_takes_a_catalog_line_and_a_bad_field_costs_the_field(
+        writable: TestClient) -> None:
+    """One product as a JSONL catalog line holds it: an unknown field is an attribute (in
+    the encoded text), a price of "Free to Play" is left out and reported, and the product
+    is indexed; so is an image outside the allowed roots, refused, never the product."""
+    line = {"product_id": "G1", "title": "Space shooter", "price": "Free to Play",
+            "platform": "PC", "image": "/etc/passwd"}
+    response = writable.put("/items", json=line)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["added"] == 1
+    assert len(body["fields_left_out"]) == 1 and "price" in body["fields_left_out"][0]
+    assert "Free to Play" in body["fields_left_out"][0]
+    assert [e["product_id"] for e in body["image_errors"]] == ["G1"]
+    assert "/etc" not in response.text
+    item = writable.get("/items/G1/similar", params={"k": 1}).status_code
+    assert item == 200
+    stored = writable.app.state.service.ws.products.get("G1")
+    assert stored.payload["attributes"] == {"platform": "PC"} and "price" not in stored.payload
+    assert stored.image_path is None
 
 
 def test_unknown_product_is_404_json(api: TestClient) -> None:
@@ -305,7 +334,7 @@ def test_health_info_and_openapi(api: TestClient) -> None:
 def test_the_server_owns_the_home(api: TestClient) -> None:
     home = Path(api.get("/info").json()["home"])
     with pytest.raises(HomeBusy, match="serve"):
-        Semrec(load_settings(home=home), role="similar")
+        Workspace(load_settings(home=home), role="similar")
 
 
 # -- limits and security -----------------------------------------------------------------
@@ -340,8 +369,8 @@ def test_key_limits_and_no_paths_in_errors(built_home: Path, tmp_path: Path) -> 
         bad_type = {"events": [{"user_id": "U1", "product_id": "P1", "event": "teleport"}]}
         response = client.post("/events", json=bad_type, headers=headers)
         assert response.status_code == 422 and "events.0.event" in response.json()["detail"]
-        unknown = {"items": [{"product_id": "X", "title": "t", "sku": 1}]}
-        assert client.put("/items", json=unknown, headers=headers).status_code == 422
+        shapeless = {"products": [{"product_id": "X", "title": "t"}], "sku": 1}
+        assert client.put("/items", json=shapeless, headers=headers).status_code == 422
         response = client.get("/info", headers=headers)
         empty = client.delete("/items/NOPE", headers=headers)
         assert str(home) not in empty.text and "Traceback" not in empty.text
@@ -363,14 +392,17 @@ def test_images_over_the_api_only_inside_allowed_roots(built_home: Path, tmp_pat
         assert "/etc" not in response.text and str(FIXTURES) not in response.text
 
 
-def test_query_queue_runs_jobs_first_come_first_served_with_a_poll_between() -> None:
-    """Jobs run in the order they were queued, one at a time; what the event loop has to
-    do meanwhile (here a callback standing for a newly arrived request) runs between two
-    jobs, and a job's exception reaches the request that queued it."""
+def test_scheduler_runs_jobs_first_come_first_served_with_a_poll_between() -> None:
+    """Jobs run in the order they were queued, one at a time: queries on the event loop's
+    thread, a write in a worker thread with the jobs behind it waiting for it. What the
+    loop has to do meanwhile (here a callback standing for a newly arrived request) runs
+    between two jobs, and a job's exception reaches the request that queued it."""
     order: list[str] = []
+    loop_thread = threading.get_ident()
 
     def job(name: str) -> str:
-        order.append(name)
+        on_loop = threading.get_ident() == loop_thread
+        order.append(name if on_loop else f"{name} (worker)")
         if name == "a":
             asyncio.get_running_loop().call_soon(order.append, "loop")
         if name == "bad":
@@ -378,11 +410,13 @@ def test_query_queue_runs_jobs_first_come_first_served_with_a_poll_between() -> 
         return name.upper()
 
     async def scenario() -> list[object]:
-        queue = QueryQueue()
-        return await asyncio.gather(*(queue.run(lambda n=n: job(n)) for n in "abc"),
-                                    queue.run(lambda: job("bad")), return_exceptions=True)
+        scheduler = Scheduler()
+        return await asyncio.gather(
+            *(scheduler.query(lambda n=n: job(n)) for n in "ab"),
+            scheduler.write(lambda: job("w")), scheduler.query(lambda: job("c")),
+            scheduler.query(lambda: job("bad")), return_exceptions=True)
 
     results = asyncio.run(scenario())
-    assert order == ["a", "loop", "b", "c", "bad"]
-    assert results[:3] == ["A", "B", "C"]
-    assert isinstance(results[3], ValueError) and str(results[3]) == "no such product"
+    assert order == ["a", "loop", "b", "w (worker)", "c", "bad"]
+    assert results[:4] == ["A", "B", "W", "C"]
+    assert isinstance(results[4], ValueError) and str(results[4]) == "no such product"

@@ -61,13 +61,6 @@ def test_header_only_is_an_empty_catalog(tmp_path: Path) -> None:
     (b"X1," + b"y" * (2 << 20) + b"\n", None, "longer than"),
     (b"X1," + b"t" * 1001 + b"\n", "title", "longer than 1000 characters"),
     (b"G1,Duplicate\n", "product_id", "duplicates the product on line 2"),
-    (b"X1,t,NaN\n", "price", "not a finite number"),
-    (b"X1,t,-1\n", "price", "negative"),
-    (b"X1,t,ten\n", "price", "not a number"),
-    (b"X1,t,1,perhaps\n", "in_stock", "not a boolean"),
-    (b"X1,t,1,yes,../../etc/passwd\n", "image", "outside the allowed image folders"),
-    (b"X1,t,1,yes,/etc/passwd\n", "image", "outside the allowed image folders"),
-    (b"X1,t,1,yes,https://example.com/a.png\n", "image", "is a URL"),
 ])
 def test_bad_row_is_named_and_good_rows_land(tmp_path: Path, row: bytes, field: str | None,
                                             reason: str) -> None:
@@ -81,6 +74,33 @@ def test_bad_row_is_named_and_good_rows_land(tmp_path: Path, row: bytes, field: 
     assert str(error).startswith("c.csv line 4")
 
 
+@pytest.mark.parametrize(("row", "field", "reason"), [
+    (b"X1,t,NaN\n", "price", "not a finite number"),
+    (b"X1,t,-1\n", "price", "negative"),
+    (b"X1,t,ten\n", "price", "not a number"),
+    (b"X1,t,1,perhaps\n", "in_stock", "not a boolean"),
+    (b"X1,t,1,yes,../../etc/passwd\n", "image", "outside the allowed image folders"),
+    (b"X1,t,1,yes,/etc/passwd\n", "image", "outside the allowed image folders"),
+    (b"X1,t,1,yes,https://example.com/a.png\n", "image", "is a URL"),
+])
+def test_bad_optional_field_costs_the_field_and_is_named(tmp_path: Path, row: bytes,
+                                                         field: str, reason: str) -> None:
+    """The product lands without the field; the warning names line, field, value and ID.
+    ``strict`` rejects the row instead, with the same message."""
+    header = b"product_id,title,price,in_stock,image\n"
+    path = catalog(tmp_path, header + GOOD.encode() + b"\n" + row + b"G2,Also good\n")
+    result = read_catalog(path)
+    assert [p.product_id for p in result.items] == ["G1", "X1", "G2"]
+    assert result.errors == [] and len(result.warnings) == 1, result.warnings
+    warning = result.warnings[0]
+    assert warning.line == 4 and warning.field == field and reason in str(warning)
+    assert str(warning).startswith("c.csv line 4") and str(warning).endswith("(product X1)")
+    assert getattr(result.items[1], field) is None
+    strict = read_catalog(path, strict=True)
+    assert [p.product_id for p in strict.items] == ["G1", "G2"]
+    assert [str(e) for e in strict.errors] == [str(warning)]
+
+
 def test_symlink_out_of_the_catalog_folder_is_refused_unless_allowed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -89,7 +109,8 @@ def test_symlink_out_of_the_catalog_folder_is_refused_unless_allowed(tmp_path: P
     folder.mkdir()
     os.symlink(outside / "a.png", folder / "link.png")
     path = catalog(folder, "product_id,title,image\nX1,t,link.png\n")
-    assert read_catalog(path).errors[0].field == "image"
+    refused = read_catalog(path)
+    assert refused.warnings[0].field == "image" and refused.items[0].image is None
     allowed = read_catalog(path, image_roots=[outside])
     assert [p.image for p in allowed.items] == [(outside / "a.png").resolve()]
 

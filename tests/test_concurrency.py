@@ -21,9 +21,10 @@ import pytest
 
 from ingest import image_source, read_catalog, read_events
 from semrec.config import load_settings
-from semrec.index.builder import IndexBuilder
-from semrec.serving.context import Semrec
-from semrec.towers import ItemTower, ItemTowerConfig, VersionItems
+from semrec.index import ingest as index_ingest
+from semrec.towers import ItemTower, ItemTowerConfig
+from semrec.training.reindex import build_version, serve_version
+from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
 
 KEY = "s3cret-key"
@@ -47,9 +48,9 @@ def get(url: str, key: str | None = None, method: str = "GET", body: object = No
 def server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a generator
     home = tmp_path_factory.mktemp("served")
     write_config(home, {"enabled": False, "allowed_roots": [str(home / "catalogs")]})
-    with Semrec(load_settings(home=home), role="test") as sr:
-        sr.builder(image_source()).ingest(read_catalog(FIXTURES / "catalog.csv").items)
-        sr.events.add(read_events(FIXTURES / "events.csv").items)
+    with Workspace(load_settings(home=home), role="test") as ws:
+        index_ingest(ws, read_catalog(FIXTURES / "catalog.csv").items, image_source())
+        ws.events.add(read_events(FIXTURES / "events.csv").items)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -88,19 +89,28 @@ def test_writes_need_the_key_reads_do_not(server: dict) -> None:
 
 
 def test_queries_answer_fully_during_ingest_and_reindex(server: dict) -> None:
+    """Readers query without pause while a CLI ingest (re-encoding changed titles) goes
+    through the server and a new version is built beside it and promoted. Driven by events,
+    not timing: the writes start once every reader has been answered, and the readers stop
+    once each has been answered by the new version; every reader must have been answered
+    while the ingest ran, and no answer may be an error or a short list."""
     url, home = server["url"], server["home"]
     (home / "catalogs").mkdir()
     catalog = shutil.copy(FIXTURES / "catalog.csv", home / "catalogs" / "catalog.csv")
     text = Path(catalog).read_text(encoding="utf-8").replace(" dress,", " dress (new),")
     Path(catalog).write_text(text, encoding="utf-8")  # changed titles: real re-encoding
-    stop = threading.Event()
-    answered: list[int] = []
+    n_readers = 2
+    ready = [threading.Event() for _ in range(n_readers)]
+    switched = threading.Event()
+    on_new = [threading.Event() for _ in range(n_readers)]
+    answered: list[list[float]] = [[] for _ in range(n_readers)]
     failures: list[str] = []
+    version_box: list[str] = []
 
     def reader(n: int) -> None:
         paths = [f"/items/P{i:04d}/similar?k={K}" for i in range(1 + n, 301, 37)]
         paths += [f"/users/U{i:03d}/feed?k={K}" for i in range(1 + n, 101, 13)]
-        while not stop.is_set():
+        while not on_new[n].is_set():
             for path in paths:
                 try:
                     status, body = get(url + path)
@@ -109,15 +119,21 @@ def test_queries_answer_fully_during_ingest_and_reindex(server: dict) -> None:
                     continue
                 if status != 200 or len(body.get("items", [])) != K:
                     failures.append(f"{path}: {status} {str(body)[:200]}")
-                answered.append(status)
+                answered[n].append(time.monotonic())
+                ready[n].set()
+            if switched.is_set() and get(f"{url}/info")[1]["served_version"] == version_box[0]:
+                on_new[n].set()  # a full round was answered after the switch was seen
 
-    threads = [threading.Thread(target=reader, args=(n,)) for n in range(2)]
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(n_readers)]
     for thread in threads:
         thread.start()
     try:
+        assert all(event.wait(120) for event in ready), failures[:5]
+        started = time.monotonic()
         ingest = subprocess.run([server["semrec"], "--home", str(home), "ingest", catalog,
                                  "--json"], env=server["env"], capture_output=True, text=True,
                                 timeout=600)
+        ended = time.monotonic()
         assert ingest.returncode == 0, ingest.stderr
         assert "sending this ingest there" in ingest.stderr
         summary = json.loads(ingest.stdout)
@@ -127,20 +143,18 @@ def test_queries_answer_fully_during_ingest_and_reindex(server: dict) -> None:
                              env=server["env"],
                              capture_output=True, text=True, timeout=600)
         assert new.returncode == 0, new.stderr
-        version = _reindex_beside(home)
-        deadline = time.time() + 60
-        while get(f"{url}/info")[1]["served_version"] != version and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(1)  # some queries on the new version too
+        version_box.append(_reindex_beside(home))
+        switched.set()
+        assert all(event.wait(120) for event in on_new), failures[:5]
     finally:
-        stop.set()
+        for event in on_new:
+            event.set()
         for thread in threads:
             thread.join()
-    print(f"\nqueries answered during writes: {len(answered)}, failed: {len(failures)}")
     assert not failures, failures[:5]
-    assert len(answered) > 50
+    assert all(any(started <= t <= ended for t in times) for times in answered)
     info = get(f"{url}/info")[1]
-    assert info["served_version"] == version and info["products"] == 303
+    assert info["served_version"] == version_box[0] and info["products"] == 303
     similar = subprocess.run([server["semrec"], "--home", str(home), "similar", "N001",
                               "--json"], env=server["env"], capture_output=True, text=True)
     assert similar.returncode == 0 and len(json.loads(similar.stdout)) == 10
@@ -148,17 +162,12 @@ def test_queries_answer_fully_during_ingest_and_reindex(server: dict) -> None:
 
 def _reindex_beside(home: Path) -> str:
     """What ``semrec train`` does after training: a new version's index built beside the
-    served one (its own shard), then ``models/CURRENT`` promoted."""
-    with Semrec(load_settings(home=home), role="reindex", own_index=False) as sr:
-        tower, manifest = sr.current_model()
-        config = ItemTowerConfig(**{**tower.config.to_dict(), "seed": 7})
-        new = sr.models.save(ItemTower(config), kind="init", encoders=manifest.encoders)
-        store = sr.open_store(new.version, config.dim)
-        builder = IndexBuilder(sr.conn, store, VersionItems(new.version, ItemTower(config)),
-                               text_encoder=sr.text_encoder, image_encoder=None,
-                               encoder_ids=sr.encoder_ids(), images=image_source())
-        builder.reindex_rows(list(sr.products.all()))
-        assert store.count() == sr.products.count()
-        store.close()
-        sr.models.promote(new.version)
+    served one (its own shard), then handed to the running server."""
+    settings = load_settings(home=home)
+    with Workspace(settings, role="reindex", own_index=False) as ws:
+        served = ws.served_version()
+        config = ItemTowerConfig(**{**ws.items(served).tower.config.to_dict(), "seed": 7})
+        new = ws.models.save(ItemTower(config), kind="init", encoders=ws.manifest(served).encoders)
+        assert build_version(ws, new.version) == ws.products.count()
+    assert serve_version(settings, new.version) == "handed to the running server"
     return new.version

@@ -331,8 +331,8 @@ def test_exact_ranking_matches_the_store_search(tmp_path: Path) -> None:
     """Brute force over the stored item vectors gives the store's own (exact) answer."""
     from ingest import read_catalog, read_events
     from semrec.evaluation.semrec_models import item_vectors, user_vectors, vector_scorer
-    from semrec.index.base import Filters
-    from semrec.serving.context import Semrec
+    from semrec.store.base import Filters
+    from semrec.workspace import Workspace
 
     catalog, events = write_data(tmp_path / "data", n_users=12)
     d = make_dataset(read_catalog(catalog).items, read_events(events).items)
@@ -345,10 +345,10 @@ def test_exact_ranking_matches_the_store_search(tmp_path: Path) -> None:
     users = user_vectors(s.test.train, d.n_users, vecs.vectors, d.event_kinds, ctx.settings.user)
     ranked = rank_test(s, vector_scorer(users, vecs.vectors, vecs.present), kmax=5)
     history = s.test.train.matrix(d.n_users, d.n_items)
-    with Semrec(ctx.settings) as sr:
+    with Workspace(ctx.settings) as ws:
         for row, u in enumerate(s.test.users):
             exclude = [d.products[i].product_id for i in history[u].indices]
-            hits = sr.store.search(users[u], 5, Filters().with_exclude(exclude))
+            hits = ws.served_store().search(users[u], 5, Filters().with_exclude(exclude))
             assert [h.product_id for h in hits] == [d.products[i].product_id
                                                     for i in ranked.top[row]]
 

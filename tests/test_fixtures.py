@@ -71,11 +71,6 @@ def _check_image(path: Path) -> None:
         assert image.mode == "RGB"
 
 
-def test_categories_constant() -> None:
-    assert len(CATEGORIES) == 6
-    assert len(set(CATEGORIES)) == 6
-
-
 def test_catalog_shape(catalog: list[dict[str, str]]) -> None:
     assert len(catalog) == 300
     assert [r["product_id"] for r in catalog] == [f"P{k:04d}" for k in range(1, 301)]
@@ -186,11 +181,6 @@ def test_bad_catalog() -> None:
             assert float(row["price"]) > 0
         if k != 5:
             _check_image(FIXTURES / row["image"])
-
-
-def test_readme_mentions_regeneration() -> None:
-    text = (FIXTURES / "README.md").read_text(encoding="utf-8")
-    assert "python fixtures/make_fixtures.py" in text
 
 
 def _files(root: Path) -> dict[str, bytes]:

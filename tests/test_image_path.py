@@ -11,15 +11,16 @@ import pytest
 from ingest import image_source, read_catalog
 from semrec.config import load_settings
 from semrec.encoders import EncoderUnavailable, create_image_encoder
-from semrec.serving.context import Semrec
+from semrec.index import ingest as index_ingest
+from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
 
 
 def ingest(home: Path, catalog: Path = FIXTURES / "catalog.csv"):
-    with Semrec(load_settings(home=home)) as sr:
-        report = sr.builder(image_source()).ingest(read_catalog(catalog).items)
-        rows = {row.product_id: row for row in sr.products.all()}
-        stored = {item.product_id: item.payload for item in sr.store.get(sorted(rows))}
+    with Workspace(load_settings(home=home)) as ws:
+        report = index_ingest(ws, read_catalog(catalog).items, image_source())
+        rows = {row.product_id: row for row in ws.products.all()}
+        stored = {item.product_id: item.payload for item in ws.served_store().get(sorted(rows))}
     return report, rows, stored
 
 
@@ -83,3 +84,42 @@ def test_unreadable_image_is_reported_and_product_indexed_from_text(
     report, rows, stored = ingest(home, catalog)
     assert report.added == 1 and [pid for pid, _ in report.image_errors] == ["X1"]
     assert rows["X1"].modalities == ("text",) and stored["X1"]["title"] == "Espresso machine"
+
+
+def test_new_image_weights_re_encode_every_image_and_never_mix_spaces(
+        tmp_path: Path, tiny_clip: dict) -> None:
+    """Other weights for the same image model: the next ingest, even of one new product,
+    moves the whole catalog into a new version whose images all come from the new weights
+    (texts stay cached); ``verify`` under the old config then sees the mix it would be."""
+    import torch
+
+    weights_b = tmp_path / "tiny-clip-b.pt"
+    state = torch.load(tiny_clip["pretrained"])
+    torch.save({k: v * 1.5 if v.is_floating_point() else v for k, v in state.items()},
+               weights_b)
+    home = tmp_path / "home"
+    write_config(home, tiny_clip)
+    report, rows, _ = ingest(home)
+    first = report.model_version
+    write_config(home, {**tiny_clip, "pretrained": str(weights_b)})
+    new = tmp_path / "new.jsonl"
+    new.write_text('{"product_id": "Z1", "title": "Linen summer dress", "image": "'
+                   f'{FIXTURES / "images" / "P0001.png"}"}}\n', encoding="utf-8")
+    with Workspace(load_settings(home=home)) as ws:
+        report = index_ingest(ws, read_catalog(new, image_roots=[FIXTURES]).items,
+                              image_source())
+        encoders = {e for (e,) in ws.conn.execute(
+            "SELECT DISTINCT f.encoder FROM products p JOIN features f ON f.key = p.image_key")}
+        versions = {item.payload["model_version"] for item in
+                    ws.served_store().get(sorted(r.product_id for r in ws.products.all()))}
+    assert report.switched_from == (first, "init") and report.model_version != first
+    assert (report.added, report.updated, report.texts_encoded) == (1, 300, 1)
+    assert report.images_encoded == 300  # P0001.png again: cached with the new weights
+    assert encoders == {ws.encoders.ids()["image"]} and versions == {report.model_version}
+
+    write_config(home, tiny_clip)  # the old weights again: every product is foreign to them
+    from semrec.index.verify import verify
+
+    with Workspace(load_settings(home=home)) as ws:
+        found = verify(ws, image_source()).by_kind()
+    assert found["foreign_encoder"] == 301

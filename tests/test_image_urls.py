@@ -17,7 +17,7 @@ from ingest import ImageError, image_source, read_catalog
 from ingest.images import fetch_image
 from semrec.cli import app
 from semrec.config import load_settings
-from semrec.serving.context import Semrec
+from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
 
 IMAGES = ["P0001.png", "P0002.png", "P0003.png"]
@@ -87,19 +87,19 @@ def ingest(home: Path, catalog: Path) -> tuple[dict, str]:
     return json.loads(result.stdout), " ".join(result.stderr.split())  # unwrapped
 
 
-def test_urls_are_row_errors_unless_enabled(tmp_path: Path, server) -> None:
+def test_urls_cost_the_image_unless_enabled(tmp_path: Path, server) -> None:
     base, _ = server
     catalog = write_catalog(tmp_path, {f"U{i}": f"{base}/{name}"
                                        for i, name in enumerate(IMAGES)})
     result = read_catalog(catalog)
-    assert result.items == [] and len(result.errors) == len(IMAGES)
-    for line, error in enumerate(result.errors, start=1):
-        assert (error.line, error.field) == (line, "image")
-        assert "image.allow_urls" in str(error) and "catalog.jsonl" in str(error)
+    assert [p.image for p in result.items] == [None] * len(IMAGES) and result.errors == []
+    for line, warning in enumerate(result.warnings, start=1):
+        assert (warning.line, warning.field) == (line, "image")
+        assert "image.allow_urls" in str(warning) and "catalog.jsonl" in str(warning)
 
     summary, stderr = ingest(tmp_path / "home", catalog)  # the CLI's default: off
-    assert (summary["rejected"], summary["products"]) == (len(IMAGES), 0)
-    assert "image.allow_urls" in stderr
+    assert (summary["rejected"], summary["products"]) == (0, len(IMAGES))
+    assert summary["fields_left_out"] == len(IMAGES) and "image.allow_urls" in stderr
 
 
 def test_enabled_urls_are_fetched_once_and_encoded(tmp_path: Path, tiny_clip: dict,
@@ -111,16 +111,39 @@ def test_enabled_urls_are_fetched_once_and_encoded(tmp_path: Path, tiny_clip: di
     catalog = write_catalog(tmp_path / "data", {**urls, "F1": "../../etc/passwd"})
 
     summary, stderr = ingest(home, catalog)
-    assert summary["rejected"] == 1 and "outside the allowed image folders" in stderr
-    assert (summary["added"], summary["images_encoded"], summary["image_errors"]) == (3, 3, 0)
+    assert summary["fields_left_out"] == 1 and "outside the allowed image folders" in stderr
+    assert (summary["added"], summary["images_encoded"], summary["image_errors"]) == (4, 3, 0)
     assert all(hits[url.removeprefix(base)] == 1 for url in urls.values()), hits
 
-    with Semrec(load_settings(home=home)) as sr:
-        rows = {row.product_id: row for row in sr.products.all()}
-        stored = {item.product_id: item.payload for item in sr.store.get(sorted(rows))}
+    with Workspace(load_settings(home=home)) as ws:
+        rows = {row.product_id: row for row in ws.products.all() if row.product_id != "F1"}
+        stored = {item.product_id: item.payload for item in ws.served_store().get(sorted(rows))}
     assert all(row.modalities == ("text", "image") for row in rows.values())
     assert {pid: payload["image"] for pid, payload in stored.items()} == urls
     assert all(payload["modalities"] == ["text", "image"] for payload in stored.values())
+
+
+def test_repair_keeps_url_images(tmp_path: Path, tiny_clip: dict, server) -> None:
+    """``verify --repair`` rebuilds a product whose image feature is corrupt from its stored
+    row: an image URL stays the URL (it once became the path ``https:/h/x``), is fetched
+    again and encoded."""
+    base, hits = server
+    home = tmp_path / "home"
+    write_config(home, {**tiny_clip, "allow_urls": True})
+    url = f"{base}/{IMAGES[0]}?run=3"
+    ingest(home, write_catalog(tmp_path / "data", {"U0": url}))
+    with Workspace(load_settings(home=home)) as ws, ws.conn:  # a corrupt image feature
+        ws.conn.execute("UPDATE features SET vector = x'00' WHERE key = ?",
+                        (ws.products.get("U0").image_key,))
+    result = CliRunner().invoke(app, ["--home", str(home), "verify", "--repair", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["differences"] == {"corrupt_feature": 1} and report["remaining"] == 0
+    with Workspace(load_settings(home=home)) as ws:
+        row = ws.products.get("U0")
+        payload = ws.served_store().get(["U0"])[0].payload
+    assert row.image_path == url and payload["image"] == url
+    assert row.modalities == ("text", "image") and hits[url.removeprefix(base)] == 2
 
 
 def test_failed_downloads_leave_the_product_text_only(tmp_path: Path, tiny_clip: dict,
@@ -134,22 +157,22 @@ def test_failed_downloads_leave_the_product_text_only(tmp_path: Path, tiny_clip:
         "FTP": "ftp://127.0.0.1/a.png"})
 
     summary, stderr = ingest(home, catalog)
-    assert summary["rejected"] == 1 and "only http:// and https://" in stderr  # ftp
-    assert (summary["added"], summary["images_encoded"], summary["image_errors"]) == (4, 1, 3)
+    assert summary["fields_left_out"] == 1 and "only http:// and https://" in stderr  # ftp
+    assert (summary["added"], summary["images_encoded"], summary["image_errors"]) == (5, 1, 3)
     assert "MISSING" in stderr and "HTTP 404" in stderr
     assert "LARGE" in stderr and "larger than 20000000 bytes" in stderr
     assert "REDIRECT" in stderr and "non-http(s)" in stderr
     assert "Traceback" not in stderr
 
 
-def test_other_schemes_are_row_errors_even_when_enabled(tmp_path: Path) -> None:
+def test_other_schemes_cost_the_image_even_when_enabled(tmp_path: Path) -> None:
     catalog = write_catalog(tmp_path, {"A": "ftp://example.com/a.png",
                                        "B": "file:///etc/passwd",
                                        "C": "HTTPS://example.com/c.png"})
     result = read_catalog(catalog, allow_urls=True)
-    assert [p.image for p in result.items] == ["HTTPS://example.com/c.png"]
-    assert [(e.line, e.field) for e in result.errors] == [(1, "image"), (2, "image")]
-    assert all("only http:// and https://" in str(e) for e in result.errors)
+    assert [p.image for p in result.items] == [None, None, "HTTPS://example.com/c.png"]
+    assert [(w.line, w.field) for w in result.warnings] == [(1, "image"), (2, "image")]
+    assert all("only http:// and https://" in str(w) for w in result.warnings)
 
 
 def test_fetch_limits_and_source_without_urls(tmp_path: Path, server) -> None:

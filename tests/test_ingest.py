@@ -39,6 +39,11 @@ def where(result: ReadResult) -> list[tuple[int, str | None]]:
     return [(error.line, error.field) for error in result.errors]
 
 
+def warned(result: ReadResult) -> list[tuple[int, str | None]]:
+    """(line, field) of every field left out of a kept row, in report order."""
+    return [(warning.line, warning.field) for warning in result.warnings]
+
+
 def png(path: Path, size: tuple[int, int] = (8, 8), mode: str = "RGB", color=(200, 10, 30)):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path, format="PNG")
@@ -67,20 +72,24 @@ def messy_catalog(tmp_path: Path) -> Path:
 
 
 def test_catalog_good_rows_land_and_bad_rows_are_reported(messy_catalog: Path) -> None:
+    """A bad product_id or title, or a duplicate, costs the row; any other bad field costs
+    that field alone, reported as a warning; ``strict`` rejects those rows too."""
     result = read_catalog(messy_catalog)
 
-    assert [p.product_id for p in result.items] == ["A001", "A007"]
-    assert where(result) == [
-        (3, "product_id"),
-        (4, "title"),
-        (5, "price"),
-        (6, "price"),
-        (7, "price"),
-        (8, "in_stock"),
-        (9, "product_id"),
-        (11, "price"),
-    ]
-    first = result.items[0]
+    assert [p.product_id for p in result.items] == ["A001", "A003", "A004", "A005", "A006",
+                                                    "A007", "A008"]
+    assert where(result) == [(3, "product_id"), (4, "title"), (9, "product_id")]
+    assert warned(result) == [(5, "price"), (6, "price"), (7, "price"), (8, "in_stock"),
+                              (11, "price")]
+    kept = {p.product_id: p for p in result.items}
+    assert kept["A003"].price is None and kept["A006"].in_stock is None
+    assert kept["A006"].price == 3.0
+    strict = read_catalog(messy_catalog, strict=True)
+    assert [p.product_id for p in strict.items] == ["A001", "A007"]
+    assert where(strict) == [(3, "product_id"), (4, "title"), (5, "price"), (6, "price"),
+                             (7, "price"), (8, "in_stock"), (9, "product_id"), (11, "price")]
+    assert strict.warnings == []
+    first = kept["A001"]
     assert first == Product(
         product_id="A001",
         title="Trail shoe",
@@ -92,12 +101,13 @@ def test_catalog_good_rows_land_and_bad_rows_are_reported(messy_catalog: Path) -
         image=(messy_catalog.parent / "img" / "a.png").resolve(),
         attributes={"color": "red", "material": "knit"},
     )
-    lamp = result.items[1]
+    lamp = kept["A007"]
     assert (lamp.price, lamp.in_stock, lamp.image, lamp.attributes) == (None, False, None, {})
 
 
 def test_catalog_error_details_and_messages(messy_catalog: Path) -> None:
-    errors = {error.line: error for error in read_catalog(messy_catalog).errors}
+    result = read_catalog(messy_catalog)
+    errors = {e.line: e for e in [*result.errors, *result.warnings]}
 
     message = "catalog.csv line 5, field 'price': 'abc' is not a number (product A003)"
     assert str(errors[5]) == message
@@ -120,10 +130,23 @@ def test_row_with_several_bad_fields_reports_each(tmp_path: Path) -> None:
     assert {error.product_id for error in result.errors} == {"X1"}
 
 
+def test_a_price_a_shop_writes_in_words_costs_the_price_only(tmp_path: Path) -> None:
+    """A game shop's "Free to Play" and "Free": the products are kept without a price, and
+    each warning names the line, the field and the value."""
+    path = write(tmp_path / "c.csv", "product_id,title,price\nG1,Space shooter,Free to Play\n"
+                                     "G2,Puzzle,Free\nG3,Racer,19.99\n")
+    result = read_catalog(path)
+    assert [(p.product_id, p.price) for p in result.items] == [("G1", None), ("G2", None),
+                                                                 ("G3", 19.99)]
+    assert result.errors == []
+    assert str(result.warnings[0]) == ("c.csv line 2, field 'price': 'Free to Play' is not a "
+                                       "number (product G1)")
+
+
 def test_duplicate_of_a_bad_row_is_not_a_duplicate(tmp_path: Path) -> None:
     # The first *valid* occurrence wins: an id only seen on a rejected row is still free.
     path = write(tmp_path / "c.csv", "product_id,title,price\nX1,A,abc\nX1,B,1\nX1,C,2\n")
-    result = read_catalog(path)
+    result = read_catalog(path, strict=True)
     assert [(p.product_id, p.title) for p in result.items] == [("X1", "B")]
     assert where(result) == [(2, "price"), (4, "product_id")]
     assert "line 3" in result.errors[1].reason
@@ -170,11 +193,11 @@ def test_image_path_is_resolved_relative_to_the_catalog_folder(
     assert product.image.is_absolute()
 
 
-def test_image_url_is_an_error(tmp_path: Path) -> None:
+def test_image_url_costs_the_image_unless_enabled(tmp_path: Path) -> None:
     path = write(tmp_path / "c.csv", "product_id,title,image\nX1,T,https://x.org/a.png\n")
     result = read_catalog(path)
-    assert result.items == []
-    assert where(result) == [(2, "image")]
+    assert [(p.product_id, p.image) for p in result.items] == [("X1", None)]
+    assert warned(result) == [(2, "image")] and "image.allow_urls" in result.warnings[0].reason
 
 
 def test_missing_required_column_raises(tmp_path: Path) -> None:
@@ -275,17 +298,10 @@ def test_jsonl_bad_lines_are_reported(tmp_path: Path) -> None:
     ]
     path = write(tmp_path / "p.ndjson", "\n".join(lines) + "\n")
     result = read_catalog(path)
-    assert [p.product_id for p in result.items] == ["J1"]
-    assert where(result) == [
-        (3, None),
-        (4, None),
-        (5, "price"),
-        (6, "price"),
-        (7, "title"),
-        (8, "in_stock"),
-        (9, "product_id"),
-        (11, "product_id"),
-    ]
+    assert [p.product_id for p in result.items] == ["J1", "J3", "J4", "J6"]
+    assert where(result) == [(3, None), (4, None), (7, "title"), (9, "product_id"),
+                             (11, "product_id")]
+    assert warned(result) == [(5, "price"), (6, "price"), (8, "in_stock")]
     invalid = result.errors[0]
     assert invalid.value == '{"product_id": "J2", "title":'
     assert str(invalid).startswith("p.ndjson line 3: ")
@@ -306,10 +322,11 @@ def test_jsonl_with_bom_and_crlf(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (FIXTURES / "bad_catalog.csv").exists(), reason="no fixtures")
 def test_fixture_bad_catalog_known_errors() -> None:
     result = read_catalog(FIXTURES / "bad_catalog.csv")
-    assert [p.product_id for p in result.items] == ["B001", "B002", "B005", "B006"]
-    assert where(result) == [(3, "product_id"), (5, "title"), (6, "price"), (8, "product_id")]
+    assert [p.product_id for p in result.items] == ["B001", "B002", "B004", "B005", "B006"]
+    assert where(result) == [(3, "product_id"), (5, "title"), (8, "product_id")]
+    assert warned(result) == [(6, "price")]  # B004 is kept, without its price
     assert result.items[0].title.startswith("Pacer Labs")  # the first B001 won
-    b005 = result.items[2]
+    b005 = result.items[3]
     assert b005.image == (FIXTURES / "images" / "missing.png").resolve()
     with pytest.raises(ImageError, match="not found"):
         load_image(b005.image)

@@ -160,12 +160,15 @@ def test_bad_rows_are_reported_and_good_rows_land(tmp_path: Path) -> None:
                                   "--json")
     assert code == 0
     report = json.loads(stdout)
-    assert report["rejected"] == 4 and report["added"] == 4 and report["image_errors"] == 1
+    assert report["rejected"] == 3 and report["added"] == 5 and report["image_errors"] == 1
+    assert report["fields_left_out"] == 1
     flat = " ".join(stderr.split())
-    for line, field in ((3, "product_id"), (5, "title"), (6, "price"), (8, "product_id")):
-        assert f"bad_catalog.csv line {line}, field '{field}'" in flat, (line, flat)
+    for line, field in ((3, "product_id"), (5, "title"), (8, "product_id")):
+        assert f"rejected: bad_catalog.csv line {line}, field '{field}'" in flat, (line, flat)
+    assert ("field left out: bad_catalog.csv line 6, field 'price': 'abc' is not a number "
+            "(product B004)") in flat
     assert "image skipped for B005" in flat
-    for pid in ("B001", "B002", "B005", "B006"):
+    for pid in ("B001", "B002", "B004", "B005", "B006"):
         assert len(as_json(tmp_path, "similar", pid, "-k", "2")) == 2
     code, _, stderr = semrec(tmp_path, "ingest", str(FIXTURES / "bad_catalog.csv"), "--strict")
     assert code == 1
@@ -188,9 +191,34 @@ def test_events_for_unknown_products_are_reported_not_dropped(indexed: Path,
 
 def test_second_owner_is_refused_with_a_clear_message(indexed: Path) -> None:
     from semrec.config import load_settings
-    from semrec.serving.context import Semrec
+    from semrec.workspace import Workspace
 
-    with Semrec(load_settings(home=indexed), role="serve"):
+    with Workspace(load_settings(home=indexed), role="serve"):
         code, _, stderr = semrec(indexed, "similar", "P0001")
     assert code == 1 and "serve" in stderr and "one owner" in " ".join(stderr.split())
     assert semrec(indexed, "similar", "P0001")[0] == 0  # released on close
+
+
+def test_a_text_only_ingest_still_reports_broken_images(tmp_path: Path) -> None:
+    """With no image encoder at all, every image's header and pixel count are still checked,
+    so a shop learns of a decompression bomb or a non-image at the first ingest; the
+    products are indexed from their text."""
+    from tests.test_ingest import png, png_header_only
+
+    shop = tmp_path / "shop"
+    png(shop / "ok.png")
+    png_header_only(shop / "bomb.png", 20_000, 20_000)
+    (shop / "text.png").write_text("not an image", encoding="utf-8")
+    (shop / "catalog.csv").write_text(
+        "product_id,title,image\nS1,Red lamp,ok.png\nS2,Blue lamp,bomb.png\n"
+        "S3,Green lamp,text.png\n", encoding="utf-8")
+    home = tmp_path / "home"
+    write_config(home, {"enabled": False})
+    code, stdout, stderr = semrec(home, "ingest", str(shop / "catalog.csv"), "--json")
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert (report["added"], report["image_errors"]) == (3, 2)
+    flat = " ".join(stderr.split())
+    assert "image skipped for S2" in flat and "pixels" in flat
+    assert "image skipped for S3" in flat and "not an image" in flat
+    assert "S1" not in flat

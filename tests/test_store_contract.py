@@ -20,11 +20,12 @@ from qdrant_client import models
 
 from ingest import image_source, read_catalog, read_events
 from semrec.config import load_settings
-from semrec.index import SERVED_ALIAS, Filters, VectorStore
-from semrec.index.edge import EdgeStore
-from semrec.index.server import QdrantServerStore
-from semrec.serving.context import Semrec
-from semrec.serving.recommender import Campaign, Recommender
+from semrec.index import ingest as index_ingest
+from semrec.serving.recommender import Campaign, Recommender, open_recommender
+from semrec.store import SERVED_ALIAS, Filters, VectorStore
+from semrec.store.edge import EdgeStore
+from semrec.store.server import QdrantServerStore
+from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
 
 BACKENDS = ["edge", "memory"] + (["server"] if os.environ.get("QDRANT_URL") else [])
@@ -50,11 +51,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     home = tmp_path_factory.mktemp("contract-home")
     write_config(home)
     settings = load_settings(home=home)
-    with Semrec(settings, role="test") as sr:
-        sr.builder(image_source()).ingest(read_catalog(FIXTURES / "catalog.csv").items)
-        sr.events.add(read_events(FIXTURES / "events.csv").items)
-        ids = sorted(sr.store.product_ids())
-        items = sr.store.get(ids)
+    with Workspace(settings, role="test") as ws:
+        index_ingest(ws, read_catalog(FIXTURES / "catalog.csv").items, image_source())
+        ws.events.add(read_events(FIXTURES / "events.csv").items)
+        ids = sorted(ws.served_store().product_ids())
+        items = ws.served_store().get(ids)
     vectors = np.stack([i.vector for i in items])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     # a trained version marks the products it had no events for as new: every 7th here
@@ -156,9 +157,9 @@ def test_recommender_gives_the_same_answers_on_every_backend(store: VectorStore,
     """Feeds (with ``because``), diversified lists and ads: identical to the Edge index the
     fixture home was built with."""
     settings = load_settings(home=corpus.home)
-    with Semrec(settings, role="test") as sr:
-        reference = sr.recommender()
-        other = Recommender(store, sr.events, sr.products, settings.user)
+    with Workspace(settings, role="test") as ws:
+        reference = open_recommender(ws)
+        other = Recommender(store, ws.events, ws.products, settings.user)
         for user in ("U001", "U002", "U050", "U101"):
             for diversity in (0.0, 0.4):
                 a, b = (r.feed(user, 8, Filters(in_stock=True), diversity)

@@ -95,3 +95,37 @@ def test_untrained_sequential_tower_is_the_causal_mean() -> None:
     mean = torch.cumsum(items, dim=1) / torch.arange(1, 6)[None, :, None]
     expected = torch.nn.functional.normalize(mean, dim=-1)
     assert torch.allclose(tower(items), expected, atol=1e-6)
+
+
+def test_because_comes_from_the_tower_that_scored_the_feed() -> None:
+    """History: product A viewed (weight 0.3), product B bought (weight 1); the candidate is
+    closer to A (cos 0.9) than to B (cos 0.44). The pooling tower weighs events by type, so
+    B adds more to the score; the sequential tower ignores event types (untrained, it is the
+    plain mean), and leaving A out costs the candidate most: A."""
+    from semrec.serving.rerank import because
+    from semrec.towers.user import PoolingUserTower, SequentialTower
+
+    a, b = np.eye(8, dtype=np.float32)[:2]
+    candidate = (0.9 * a + np.sqrt(1 - 0.81) * b)[None]
+    history, events = np.stack([a, b]), ["view", "purchase"]
+    pooling = PoolingUserTower(UserSettings(pooling="mean"))
+    torch.manual_seed(0)
+    sequential = SequentialTower(SequentialUserTower(SequentialConfig(dim=8, layers=1, heads=1)))
+    assert because(["A", "B"], pooling.contributions(history, events, candidate)) == ["B"]
+    assert because(["A", "B"], sequential.contributions(history, events, candidate)) == ["A"]
+
+
+def test_a_pooling_trained_version_pools_as_it_was_trained() -> None:
+    """The manifest's pooling settings win over the config's: a version trained with plain
+    mean pooling serves the plain mean even where the config says recency."""
+    from semrec.towers import ModelManifest
+    from semrec.towers.user import load_user_tower
+
+    manifest = ModelManifest(version="v", kind="trained", created=0.0, item_tower={},
+                             encoders={}, user_tower={"kind": "pooling", "pooling": "mean",
+                                                      "half_life": 3.0})
+    tower = load_user_tower(manifest, {}, UserSettings(pooling="recency", half_life=1.0))
+    history = unit_rows(3, 8)
+    mean = history.mean(axis=0)
+    np.testing.assert_allclose(tower.user_vector(history, ["purchase"] * 3),
+                               mean / np.linalg.norm(mean), atol=1e-6)

@@ -18,16 +18,17 @@ from typer.testing import CliRunner
 from ingest import image_source, read_catalog
 from semrec.cli import app
 from semrec.config import TrainSettings, UserSettings, load_settings
-from semrec.index import Filters
-from semrec.index.builder import embed_cached
-from semrec.serving.context import Semrec
-from semrec.serving.recommender import Recommender
+from semrec.index import ingest as index_ingest
+from semrec.index.stage import embed_cached
+from semrec.serving.recommender import Recommender, open_recommender
+from semrec.store import Filters
 from semrec.towers import ItemTowerConfig
 from semrec.towers.item import add_ids
-from semrec.towers.user import PoolingUserTower, SequentialTower, load_user_tower
+from semrec.towers.user import PoolingUserTower, SequentialTower
 from semrec.training import ItemFeatures, fit, holdout_last, load_home
 from semrec.training.model import SampledSoftmax
-from semrec.training.reindex import reindex, save_version
+from semrec.training.reindex import build_version, save_version, serve_version
+from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
 
 runner = CliRunner()
@@ -165,24 +166,24 @@ def test_train_command_trains_reindexes_and_serves_without_encoding(
 
     monkeypatch.setattr(sentence_transformers.SentenceTransformer, "__init__", no_encoder)
     settings = load_settings(home=home)
-    with Semrec(settings, own_index=False) as sr:
-        features_before, old = sr.features.count(), sr.models.current_version()
+    with Workspace(settings, own_index=False) as ws:
+        features_before, old = ws.features.count(), ws.models.current_version()
     code, stdout, stderr = semrec(home, "train", "--json")
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["products_indexed"] == 300 and summary["user_tower"] == "sequential"
-    with Semrec(settings) as sr:
-        new = sr.models.current_version()
+    with Workspace(settings) as ws:
+        new = ws.models.current_version()
         assert new != old and new == summary["version"] and new.startswith("trained-")
-        assert sr.features.count() == features_before
-        assert sr.store.count() == 300
-        assert {r.model_version for r in sr.products.all()} == {new}
-        manifest = sr.models.manifest(new)
+        assert ws.features.count() == features_before
+        assert ws.served_store().count() == 300
+        assert {r.model_version for r in ws.products.all()} == {new}
+        manifest = ws.models.manifest(new)
         assert manifest.user_tower["kind"] == "sequential"
-        recommender = sr.recommender()
+        recommender = open_recommender(ws)
         assert recommender.user_tower.kind == "sequential"  # feed uses what was trained
-        history = [pid for pid, _, _ in sr.events.history("U001")]
-        vectors = np.stack([i.vector for i in sr.store.get(history)])
+        history = [pid for pid, _, _ in ws.events.history("U001")]
+        vectors = np.stack([i.vector for i in ws.served_store().get(history)])
         expected = recommender.user_tower.user_vector(vectors, ["purchase"] * len(history))
         pooled = PoolingUserTower(settings.user).user_vector(vectors, ["purchase"] * len(history))
         served, _ = recommender.user_vector("U001")
@@ -200,24 +201,25 @@ def test_products_new_to_the_model_are_marked_and_boosted_in_feeds(home: Path) -
     code, stdout, stderr = semrec(home, "train", "--json")
     assert code == 0, stderr
     settings = load_settings(home=home)
-    with Semrec(settings) as sr:
-        version = sr.models.current_version()
-        trained = sr.version_items(version).trained
+    with Workspace(settings) as ws:
+        version = ws.models.current_version()
+        trained = ws.items(version).trained
         assert trained is not None and 0 < len(trained) < 300
-        items = sr.store.get(sorted(sr.store.product_ids()), with_vectors=False)
+        items = ws.served_store().get(sorted(ws.served_store().product_ids()), with_vectors=False)
         assert {i.product_id for i in items if i.payload["new"]} == \
                {i.product_id for i in items} - trained
-        temperature = sr.models.manifest(version).metrics["train"]["temperature"]
-        assert sr.new_boost(version) == pytest.approx(
+        temperature = ws.models.manifest(version).metrics["train"]["temperature"]
+        assert open_recommender(ws).new_boost == pytest.approx(
             settings.feed.new_product_boost * temperature)
-        tower = sr.user_tower(version)
-        plain = Recommender(sr.store, sr.events, sr.products, settings.user, tower)
-        boosted = Recommender(sr.store, sr.events, sr.products, settings.user, tower,
+        tower = ws.user_tower(version)
+        plain = Recommender(ws.served_store(), ws.events, ws.products, settings.user, tower)
+        boosted = Recommender(ws.served_store(), ws.events, ws.products, settings.user, tower,
                               new_boost=100.0)
         vector, _ = plain.user_vector("U001")
-        bought = sr.events.products_with_event("U001", settings.user.bought_events)
-        unboosted = sr.store.search(vector, 5, Filters(exclude=frozenset(bought)))
-        best_new = sr.store.search(vector, 5, Filters(exclude=frozenset(bought), only_new=True))
+        bought = ws.events.products_with_event("U001", settings.user.bought_events)
+        unboosted = ws.served_store().search(vector, 5, Filters(exclude=frozenset(bought)))
+        best_new = ws.served_store().search(vector, 5,
+                                            Filters(exclude=frozenset(bought), only_new=True))
         assert [i.product_id for i in plain.feed("U001", 5).items] == \
                [h.product_id for h in unboosted]
         feed = boosted.feed("U001", 5).items
@@ -234,18 +236,18 @@ def test_ingest_after_training_keeps_id_embeddings_and_marks_new_products(home: 
     assert code == 0, stderr
     catalog = {p.product_id: p for p in read_catalog(FIXTURES / "catalog.csv").items}
     settings = load_settings(home=home)
-    with Semrec(settings) as sr:
-        items = sr.version_items(sr.models.current_version())
+    with Workspace(settings) as ws:
+        items = ws.items(ws.models.current_version())
         assert items.ids is not None and items.trained is not None
         known = sorted(items.ids)[0]
         changed = replace(catalog[known], title=catalog[known].title + " (2026 edition)")
         brand_new = replace(catalog[known], product_id="P9999")
-        report = sr.builder(image_source()).ingest([changed, brand_new])
+        report = index_ingest(ws, [changed, brand_new], image_source())
         assert (report.added, report.updated) == (1, 1)
-        rows = sr.products.get_many([known, "P9999"])
-        stored = {i.product_id: i for i in sr.store.get([known, "P9999"])}
+        rows = ws.products.get_many([known, "P9999"])
+        stored = {i.product_id: i for i in ws.served_store().get([known, "P9999"])}
         order = [known, "P9999"]
-        content = embed_cached(sr.features, items.tower, [rows[p].text_key for p in order],
+        content = embed_cached(ws.features, items.tower, [rows[p].text_key for p in order],
                                [rows[p].image_key for p in order])
     np.testing.assert_allclose(stored[known].vector,
                                add_ids(content[:1], items.ids[known][None])[0], atol=1e-5)
@@ -265,20 +267,21 @@ def test_train_command_takes_the_loss_and_names_a_wrong_one(home: Path) -> None:
 
 def test_saved_version_reloads_to_the_same_user_vector(home: Path) -> None:
     settings = load_settings(home=home)
-    with Semrec(settings) as sr:
-        features, sequences = load_home(sr.conn, sr.current_model()[0].config.image_dim)
-        tower = ItemTowerConfig(text_dim=features.text.shape[1],
-                                image_dim=sr.current_model()[0].config.image_dim, dim=32)
+    with Workspace(settings, own_index=False) as ws:
+        image_dim = ws.items(ws.served_version()).tower.config.image_dim
+        features, sequences = load_home(ws.conn, image_dim)
+        tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim, dim=32)
         train = settings.train.model_copy(update={"id_embeddings": True})
         result = fit(features, sequences, train, tower, settings.user)
-        manifest = save_version(sr, result, features.product_ids, train.model_dump())
-        reindex(sr, manifest.version)
-        _, loaded, extra = sr.models.load(manifest.version)
-        user = load_user_tower(loaded, extra, settings.user)
+        manifest = save_version(ws, result, features.product_ids, train.model_dump())
+        assert build_version(ws, manifest.version) == 300
+    assert serve_version(settings, manifest.version) == "served"
+    with Workspace(settings) as ws:
+        user = ws.user_tower(manifest.version)
         assert isinstance(user, SequentialTower)
         history = sequences[0]
         stored = {s.product_id: s.vector for s in
-                  sr.store.get([features.product_ids[i] for i in history])}
+                  ws.served_store().get([features.product_ids[i] for i in history])}
         served = user.user_vector(np.stack([stored[features.product_ids[i]] for i in history]),
                                   ["purchase"] * len(history))
     trained = result.user_tower.user_vector(result.item_vectors(features)[history])
@@ -286,32 +289,36 @@ def test_saved_version_reloads_to_the_same_user_vector(home: Path) -> None:
     assert abs(np.linalg.norm(served) - 1) < 1e-5
 
 
-def test_reindex_switches_current_only_when_complete(home: Path) -> None:
+def test_a_new_version_is_served_only_when_complete(home: Path) -> None:
     settings = load_settings(home=home)
-    with Semrec(settings) as sr:
-        features, sequences = load_home(sr.conn, sr.current_model()[0].config.image_dim)
-        old = sr.models.current_version()
-        query = sr.store.get(["P0001"])[0].vector
+    with Workspace(settings, own_index=False) as ws:
+        old = ws.served_version()
+        image_dim = ws.items(old).tower.config.image_dim
+        features, sequences = load_home(ws.conn, image_dim)
+        query = ws.served_store().get(["P0001"])[0].vector
         train = settings.train.model_copy(update={"user_tower": "pooling"})
-        tower = ItemTowerConfig(text_dim=features.text.shape[1],
-                                image_dim=sr.current_model()[0].config.image_dim, dim=32)
+        tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim, dim=32)
         result = fit(features, sequences, train, tower, settings.user)
-        manifest = save_version(sr, result, features.product_ids, train.model_dump())
+        manifest = save_version(ws, result, features.product_ids, train.model_dump())
         seen: list[str] = []
 
         def during(n: int) -> None:  # the old version serves until the new index is complete
-            assert sr.models.current_version() == old
-            hits = sr.store.search(query, 3)
+            assert ws.models.current_version() == old
+            hits = ws.served_store().search(query, 3)
             seen.extend(h.payload["model_version"] for h in hits)
 
-        reindex(sr, manifest.version, during)
+        build_version(ws, manifest.version, during)
         assert seen and set(seen) == {old}
-        assert sr.models.current_version() == manifest.version
-        hits = sr.store.search(sr.store.get(["P0001"])[0].vector, 3)
+        assert ws.models.current_version() == old
+        ws.close_store(old)
+    assert serve_version(settings, manifest.version) == "served"
+    with Workspace(settings) as ws:
+        assert ws.models.current_version() == manifest.version
+        hits = ws.served_store().search(ws.served_store().get(["P0001"])[0].vector, 3)
         assert {h.payload["model_version"] for h in hits} == {manifest.version}
-        model = sr.models.load(manifest.version)
-    assert isinstance(load_user_tower(model[1], model[2], settings.user), PoolingUserTower)
-    assert model[0].config.dim == 32
+        user, dim = ws.user_tower(manifest.version), ws.items(manifest.version).tower.config.dim
+    assert isinstance(user, PoolingUserTower)
+    assert dim == 32
 
 
 def test_evaluation_runner_trains_on_the_split_and_leaves_the_served_model(home: Path) -> None:

@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from semrec.errors import UserError
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 
-class EncoderUnavailable(RuntimeError):
-    """An encoder's weights could not be loaded; the message says what to set."""
+class EncoderUnavailable(UserError, RuntimeError):
+    """An encoder (its name, or its weights) could not be loaded; the message says what to
+    set. A user error: a command prints it as one line."""
 
 
 @runtime_checkable

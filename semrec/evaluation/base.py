@@ -19,11 +19,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from semrec.config import Settings
+from semrec.errors import UserError
 from semrec.evaluation.metrics import Ranked, Scorer, rank_users, summarise
 from semrec.evaluation.splits import Dataset, Phase, Split
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(UserError, RuntimeError):
     """A model was asked for that cannot run here (e.g. no trained semrec exists yet)."""
 
 

@@ -28,7 +28,7 @@ from semrec.evaluation.splits import SPLITS
 from semrec.home import HomeBusy
 
 out = Console(width=None if sys.stdout.isatty() else 200)  # wide tables in logs and pipes
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line
 USER_ERRORS = (ValueError, FileNotFoundError, ConfigError, ModelUnavailable, HomeBusy)
 
 

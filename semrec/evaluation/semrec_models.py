@@ -1,7 +1,7 @@
 """semrec itself, evaluated through its real pipeline.
 
 The catalog is ingested into the evaluation's private data directory with the same
-``Semrec(...).builder(...)`` the ``ingest`` command uses (frozen encoders, feature cache,
+``semrec.index.ingest`` the ``ingest`` command uses (frozen encoders, feature cache,
 current item tower, vector store), and the item vectors are read back from the store. A
 user is the real user-tower pooling (``history_weights`` + ``pool``) of the vectors of
 their training history, newest ``max_history`` events, exactly as ``Recommender.user_vector``
@@ -19,25 +19,25 @@ nobody has bought yet is still ranked.
 Untrained semrec comes in pooling variants (``semrec-mean``, ``semrec-recency``); the one
 best on the validation targets is reported as ``semrec``. A trained model plugs in through
 ``register_model`` (see ``semrec.evaluation.models``), reusing ``item_vectors``,
-``read_vectors``, ``user_vectors`` and ``vector_scorer``.
+``user_vectors`` and ``vector_scorer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from semrec.catalog import ImageSource
 from semrec.config import UserSettings
 from semrec.evaluation.base import EvalContext, Fitted
 from semrec.evaluation.metrics import Scorer
 from semrec.evaluation.splits import Interactions
-from semrec.index import VectorStore
+from semrec.index import ingest
+from semrec.store import read_vectors
 from semrec.towers.user import history_weights, pool
-
-STORE_READ_BATCH = 1024
+from semrec.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -55,42 +55,22 @@ def item_vectors(ctx: EvalContext) -> ItemVectors:
     """Ingest the catalog into ``ctx.settings.home`` (encoding only what its feature cache
     lacks) and read every product's vector back from the store."""
     from ingest import image_digest, load_image
-    from semrec.index.builder import ImageSource
-    from semrec.serving.context import Semrec
 
     settings = ctx.settings
     images = ImageSource(digest=image_digest,
                          load=lambda p: load_image(p, max_pixels=settings.image.max_pixels))
     products = ctx.dataset.products
-    with Semrec(settings, role="evaluate") as sr:
+    with Workspace(settings, role="evaluate") as ws:
         with ctx.stages.stage("semrec: ingest", total=len(products)) as advance:
-            builder = sr.builder(images)
-            report = builder.ingest(products, on_progress=advance)
+            report = ingest(ws, products, images, on_progress=advance)
+        version = report.model_version
         with ctx.stages.stage("semrec: read vectors", total=len(products)) as advance:
-            vectors, present = read_vectors(sr.store, ctx.dataset.product_ids, advance)
-        version = builder.model_version
+            vectors, present = read_vectors(ws.store(version), ctx.dataset.product_ids, advance)
     summary = {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
                "texts_encoded": report.texts_encoded, "images_encoded": report.images_encoded,
                "image_errors": len(report.image_errors), "text_only": report.image_problem,
                "seconds": {k: round(v, 2) for k, v in report.seconds.items()}}
     return ItemVectors(vectors, present, version, summary)
-
-
-def read_vectors(store: VectorStore, product_ids: list[str],
-                 advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Every product's stored vector, in ``product_ids`` order (zeros, and ``present``
-    False, where the store has none)."""
-    index = {pid: i for i, pid in enumerate(product_ids)}
-    vectors = np.zeros((len(product_ids), store.dim), np.float32)
-    present = np.zeros(len(product_ids), bool)
-    for start in range(0, len(product_ids), STORE_READ_BATCH):
-        chunk = product_ids[start:start + STORE_READ_BATCH]
-        for item in store.get(chunk, with_vectors=True):
-            vectors[index[item.product_id]] = item.vector
-            present[index[item.product_id]] = True
-        if advance:
-            advance(len(chunk))
-    return vectors, present
 
 
 def user_vectors(train: Interactions, n_users: int, items: np.ndarray,

@@ -4,7 +4,7 @@ The catalog is ingested into the evaluation's data directory exactly as for the 
 runner (features cached once, never re-encoded). The training core (``semrec.training.fit``)
 learns from the valid phase's training sequences and stops early on the validation
 targets; the model is saved as a version and every product is embedded into that version's
-own collection from the feature cache (``build_index``), the path ``semrec train`` takes.
+own collection from the feature cache (``semrec.index.write_all``), the path ``semrec train`` takes.
 The vectors are read back from the store and users come from ``load_user_tower`` on the
 saved version: what serving would load. The version is not promoted, so the directory's
 served (untrained) model is unchanged for the other runners.
@@ -25,9 +25,9 @@ import numpy as np
 from semrec.evaluation.base import EvalContext, Fitted
 from semrec.evaluation.semrec_models import item_vectors, user_vectors, vector_scorer
 from semrec.evaluation.splits import Interactions
-from semrec.index import VectorStore
-
-STORE_READ_BATCH = 1024
+from semrec.index import write_all
+from semrec.store import read_vectors
+from semrec.workspace import Workspace
 
 
 def _sequences(train: Interactions, n_users: int) -> list[np.ndarray]:
@@ -36,20 +36,16 @@ def _sequences(train: Interactions, n_users: int) -> list[np.ndarray]:
 
 
 def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
-    from semrec.serving.context import Semrec
     from semrec.towers import ItemTowerConfig
-    from semrec.towers.user import load_user_tower
     from semrec.training import ItemFeatures, Validation, fit, load_home
-    from semrec.training.reindex import build_index, save_version
+    from semrec.training.reindex import save_version
 
     split, settings, train = ctx.split, ctx.settings, ctx.settings.train
     name = f"semrec-trained-{train.user_tower}" + ("-id" if train.id_embeddings else "")
     item_vectors(ctx)  # ingest: caches every product's features (a no-op when done before)
-    with Semrec(settings, role="evaluate") as sr:
-        current = sr.current_model()
-        assert current is not None  # ingest made one
-        image_dim = current[0].config.image_dim
-        cached, _ = load_home(sr.conn, image_dim)
+    with Workspace(settings, role="evaluate") as ws:
+        image_dim = ws.items(ws.served_version()).tower.config.image_dim
+        cached, _ = load_home(ws.conn, image_dim)
         where = {pid: i for i, pid in enumerate(cached.product_ids)}
         order = np.array([where[pid] for pid in ctx.dataset.product_ids], np.int64)
         features = ItemFeatures(
@@ -64,14 +60,11 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
         with ctx.stages.stage(f"{name}: train"):
             result = fit(features, valid_seqs, train, tower, settings.user, valid=valid)
         with ctx.stages.stage(f"{name}: index", total=len(features)) as advance:
-            manifest = save_version(sr, result, features.product_ids, train.model_dump())
-            store = build_index(sr, manifest.version, advance)
-            try:
-                vectors, present = _read_vectors(store, ctx.dataset.product_ids)
-            finally:
-                store.close()
-        _, saved, extra = sr.models.load(manifest.version)
-        user_tower = load_user_tower(saved, extra, settings.user)
+            manifest = save_version(ws, result, features.product_ids, train.model_dump())
+            write_all(ws, manifest.version, advance)
+            vectors, present = read_vectors(ws.store(manifest.version),
+                                            ctx.dataset.product_ids)
+        user_tower = ws.user_tower(manifest.version)
 
     def users_of(phase_train: Interactions) -> np.ndarray:
         if user_tower.kind == "sequential":
@@ -94,15 +87,3 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
             "epochs": result.epochs}
     return [Fitted(name, vector_scorer(test_users, vectors, present, bonus), family="semrec",
                    valid=valid_metrics, info=info)]
-
-
-def _read_vectors(store: VectorStore, product_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Every product's stored vector (zeros and ``present`` False where there is none)."""
-    index = {pid: i for i, pid in enumerate(product_ids)}
-    vectors = np.zeros((len(product_ids), store.dim), np.float32)
-    present = np.zeros(len(product_ids), bool)
-    for start in range(0, len(product_ids), STORE_READ_BATCH):
-        for item in store.get(product_ids[start:start + STORE_READ_BATCH]):
-            vectors[index[item.product_id]] = item.vector
-            present[index[item.product_id]] = True
-    return vectors, present

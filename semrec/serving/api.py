@@ -1,17 +1,19 @@
 """The HTTP API (FastAPI): queries, ads, and live writes on the data directory it owns.
 
-``semrec serve`` opens one ``ApiService`` (which takes the data directory's owner lock, as
-Qdrant Edge allows one process per shard) and serves ``create_app(service)`` with uvicorn.
-OpenAPI: ``/openapi.json``, interactive docs: ``/docs``.
+``semrec serve`` opens one ``ApiService`` (a ``Workspace`` that takes the data directory's
+owner lock, as Qdrant Edge allows one process per shard) and serves ``create_app(service)``
+with uvicorn. The routes live on the module's ``router``; OpenAPI: ``/openapi.json``,
+interactive docs: ``/docs``.
 
-Consistency: queries share a read-write lock over the open data directory and run in
-parallel; a write (``POST /events``, ``PUT /items``, ``DELETE /items/...``) runs alone and is
-visible to every query that starts after it returns.
-Versions: each request first follows a promotion of ``models/CURRENT`` (``Semrec.refresh``),
-so a re-index built beside the served one is picked up with no restart.
+Consistency and versions: every request is a job of the service's one ``Scheduler``, run
+in arrival order, so a query sees every write that returned before it arrived. Before each
+job the service follows a promotion of ``models/CURRENT`` (``semrec train`` builds the new
+version beside the served one): it opens the new version, catches it up with what was
+written meanwhile (``semrec.index.catch_up``), and only then answers from it.
 Errors are JSON ``{"detail": "..."}``: 401 missing or wrong API key, 404 unknown product or
-empty catalog, 413 body over ``api.max_body_bytes``, 422 bad parameter or body, 500 without a
-stack trace (the trace goes to the server log); no error body names a file-system path.
+empty catalog, 413 body over ``api.max_body_bytes``, 422 a bad parameter or body, 500 a
+server bug (generic message; the trace goes to the server log); no error body names a
+file-system path.
 Security (``security.py``): with ``SEMREC_API_KEY`` set, every write needs the key, and
 every read too when ``api.read_requires_key``.
 Images in ``PUT /items`` are paths on the server, accepted only inside
@@ -26,21 +28,20 @@ import asyncio
 import collections
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from pathlib import Path as FsPath
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from semrec.config import Settings
-from semrec.index.base import Filters
-from semrec.index.builder import IndexBuilder
-from semrec.serving.context import EmptyIndex, Semrec
-from semrec.serving.recommender import Feed, Recommender, UnknownProduct
+from semrec.errors import InvalidInput, UserError
+from semrec.index import catch_up, delete, ingest
+from semrec.serving.recommender import Feed, Recommender, UnknownProduct, open_recommender
 from semrec.serving.schemas import (
+    ITEMS_SHAPE,
     CampaignIn,
     DeletedOut,
     ErrorOut,
@@ -49,181 +50,142 @@ from semrec.serving.schemas import (
     FeedOut,
     ImageErrorOut,
     ItemOut,
-    ItemsIn,
     ItemsOut,
     SimilarOut,
+    catalog_records,
 )
-from semrec.serving.security import BodyLimit, key_guard, open_guard, scrub
+from semrec.serving.security import BodyLimit, read_access, scrub, write_access
+from semrec.store import Filters
+from semrec.workspace import EmptyIndex, Workspace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class UnknownItem(LookupError):
+class UnknownItem(UserError, LookupError):
     """A product to delete is not in the catalog."""
 
 
-class ReadWriteLock:
-    """Many readers or one writer; a waiting writer holds new readers back. Queries run in
-    parallel (Qdrant Edge and SQLite release the GIL), writes run alone."""
+class Scheduler:
+    """Runs the API's jobs one at a time, first come first served, and lets the event loop
+    read new requests between two jobs.
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0
-
-    def try_read(self) -> bool:
-        """Take a shared hold without waiting: False while a write runs or waits."""
-        with self._cond:
-            if self._writer or self._waiting_writers:
-                return False
-            self._readers += 1
-            return True
-
-    def release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            self._cond.notify_all()
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._writer and not self._waiting_writers)
-            self._readers += 1
-        try:
-            yield
-        finally:
-            self.release_read()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting_writers += 1
-            self._cond.wait_for(lambda: not self._writer and not self._readers)
-            self._waiting_writers -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
-class QueryQueue:
-    """Runs short synchronous jobs on the event loop one at a time, first come first
-    served, and lets the loop read new requests between two jobs.
-
-    Without it, every request that one poll of the sockets finds ready runs before the loop
-    looks again, in the order the poll reports them; a request could wait almost two
-    rounds of the others (at concurrency 8, p99 twice the median, measured). Here a request
-    that arrives during a job queues behind those already waiting, so latency stays close
-    to (requests ahead) x (service time).
+    A query runs on the event loop itself: it is about a millisecond of CPU, and Qdrant
+    Edge holds the GIL while it searches, so a worker thread would add only the hop and
+    GIL hand-offs (measured: docs/benchmarks.md). A write (an ingest, events, a delete,
+    following a promoted version) runs in a worker thread, so the loop goes on accepting
+    connections; the jobs queued behind it wait for it. Without the queue, every request
+    that one poll of the sockets finds ready would run before the loop looks again, in the
+    poll's order, and a request could wait almost two rounds of the others (at concurrency
+    8, p99 twice the median, measured); here latency stays close to (jobs ahead) x (their
+    service time).
     """
 
     def __init__(self) -> None:
-        self._jobs: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = (
+        self._jobs: collections.deque[tuple[Callable[[], Any], bool, asyncio.Future[Any]]] = (
             collections.deque())
         self._worker: asyncio.Task[None] | None = None
 
-    async def run(self, job: Callable[[], T]) -> T:
+    async def query(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on the event loop, in its turn."""
+        return await self._submit(job, in_thread=False)
+
+    async def write(self, job: Callable[[], T]) -> T:
+        """Run ``job`` in a worker thread, in its turn, with nothing else running."""
+        return await self._submit(job, in_thread=True)
+
+    async def _submit(self, job: Callable[[], T], in_thread: bool) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.append((job, future))
+        self._jobs.append((job, in_thread, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
         while self._jobs:
-            job, future = self._jobs.popleft()
-            if not future.cancelled():  # the client went away while it waited
-                try:
-                    future.set_result(job())
-                except Exception as exc:  # noqa: BLE001 - the request's handler raises it
+            job, in_thread, future = self._jobs.popleft()
+            if future.cancelled():  # the client went away while it waited
+                continue
+            try:
+                result = await asyncio.to_thread(job) if in_thread else job()
+            except Exception as exc:  # noqa: BLE001 - the request's handler raises it
+                if not future.cancelled():
                     future.set_exception(exc)
+            else:
+                if not future.cancelled():
+                    future.set_result(result)
             await asyncio.sleep(0)  # one poll of the sockets between two jobs
 
 
 class ApiService:
-    """The data directory as the API sees it: one ``Semrec``, a read-write lock, one lazy
-    builder (so the encoders load once per process)."""
+    """The data directory as the API sees it: a ``Workspace`` that owns the index, the
+    version being served and its recommender, and the scheduler every request goes
+    through."""
 
     def __init__(self, settings: Settings) -> None:
-        self.sr = Semrec(settings, role="serve")
-        self.lock = ReadWriteLock()
-        self.queue = QueryQueue()
-        self._builder: IndexBuilder | None = None
+        self.ws = Workspace(settings, role="serve")
+        self.scheduler = Scheduler()
+        self.version: str | None = None
+        self._recommender: Recommender | None = None
 
-    @contextmanager
-    def session(self) -> Iterator[Semrec]:
-        """Exclusive use of the data directory for one write, on the served version."""
-        with self.lock.write():
-            if self.sr.refresh():
-                self._builder = None
-            yield self.sr
+    def _behind(self) -> bool:
+        return self.ws.models.current_version() != self.version
 
-    @contextmanager
-    def reading(self) -> Iterator[Semrec]:
-        """Shared use for one query; first follows a promoted version (under the write lock)."""
-        if not self._serves_current():
-            with self.session():
-                pass
-        with self.lock.read():
-            yield self.sr
+    def follow(self) -> None:
+        """Serve the version ``models/CURRENT`` names, caught up with the catalog, and
+        close the one served before. A no-op when it is already served."""
+        current = self.ws.models.current_version()
+        if current == self.version:
+            return
+        if current is not None:
+            catch_up(self.ws, current)
+            self._recommender = open_recommender(self.ws, current)
+        old, self.version = self.version, current
+        if old is not None and old != current:
+            self.ws.close_store(old)
 
-    def _serves_current(self) -> bool:
-        """Whether the open store is the version ``models/CURRENT`` names (or none is open)."""
-        opened = self.sr.store_version
-        return opened is None or self.sr.models.current_version() == opened
+    def recommender(self) -> Recommender:
+        if self._recommender is None:
+            raise EmptyIndex()
+        return self._recommender
 
-    def recommender(self, sr: Semrec) -> Recommender:
-        return sr.recommender()
+    async def read(self, work: Callable[[], T]) -> T:
+        """Run one read, in arrival order, once the served version is followed."""
+        if self._behind():
+            await self.scheduler.write(self.follow)
+        return await self.scheduler.query(work)
 
     async def query(self, work: Callable[[Recommender], T]) -> T:
-        """Run one query, in arrival order (``QueryQueue``), on the event loop itself when
-        the lock is free and the served version current: a query is about a millisecond of
-        CPU that holds the GIL (Qdrant Edge searches without releasing it), so a worker
-        thread would add only the hop and GIL hand-offs. In a worker thread, waiting there,
-        while a write runs or a promoted version must be opened first."""
+        """Run one query on the served version's recommender."""
+        return await self.read(lambda: work(self.recommender()))
 
-        def now() -> tuple[bool, T | None]:
-            if not (self._serves_current() and self.lock.try_read()):
-                return False, None
-            try:
-                return True, work(self.recommender(self.sr))
-            finally:
-                self.lock.release_read()
+    async def write(self, work: Callable[[Workspace], T]) -> T:
+        """Run one write on the data directory (the served version followed first), alone."""
+        def job() -> T:
+            self.follow()
+            result = work(self.ws)
+            self.follow()  # the first write on an empty data directory creates a version
+            return result
 
-        done, result = await self.queue.run(now)
-        if done:
-            return result  # type: ignore[return-value]
-        return await run_in_threadpool(self._query_waiting, work)
-
-    def _query_waiting(self, work: Callable[[Recommender], T]) -> T:
-        with self.reading() as sr:
-            return work(self.recommender(sr))
-
-    def builder(self, sr: Semrec) -> IndexBuilder:
-        if self._builder is None or self._builder.model_version != sr.store_version:
-            from ingest import image_source
-
-            image = sr.settings.image  # API clients may name files only inside allowed_roots
-            self._builder = sr.builder(image_source(image.max_pixels, image.allowed_roots))
-        return self._builder
+        return await self.scheduler.write(job)
 
     def warm(self) -> threading.Thread:
         """Load the text encoder in the background (queries are served meanwhile)."""
-        thread = threading.Thread(target=self.sr.text_encoder, name="semrec-warm", daemon=True)
+        thread = threading.Thread(target=self.ws.encoders.text, name="semrec-warm",
+                                  daemon=True)
         thread.start()
         return thread
 
     def close(self) -> None:
-        with self.lock.write():
-            self.sr.close()
+        self.ws.close()
 
 
-# -- query parameters --------------------------------------------------------------------
+# -- dependencies and parameters -----------------------------------------------------------
+async def _service(request: Request) -> ApiService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+Service = Annotated[ApiService, Depends(_service)]
 K = Annotated[int, Query(ge=1, le=1000, description="How many results.")]
 Diversity = Annotated[float, Query(ge=0.0, le=1.0, description=(
     "MMR re-ranking: 0 = pure relevance, 1 = most diverse."))]
@@ -238,11 +200,7 @@ async def query_filters(
         "Product IDs never to return (repeat the parameter, or separate with commas)."))] = [],  # noqa: B006
 ) -> Filters:
     """The business-rule filters shared by ``similar`` and ``feed``."""
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise ValueError(f"min_price ({min_price}) is above max_price ({max_price})")
-    ids = frozenset(p.strip() for value in exclude for p in value.split(",") if p.strip())
-    return Filters(category=category, min_price=min_price, max_price=max_price,
-                   in_stock=in_stock, exclude=ids)
+    return Filters.parse(category, min_price, max_price, in_stock, exclude)
 
 
 FiltersDep = Annotated[Filters, Depends(query_filters)]
@@ -251,6 +209,119 @@ UserId = Annotated[str, Path(min_length=1, max_length=200)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 413: {"model": ErrorOut},
     422: {"model": ErrorOut}}
+READ = [Depends(read_access)]
+WRITE = [Depends(write_access)]
+
+router = APIRouter(responses=ERRORS)
+
+
+@router.get("/health", tags=["service"])
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/info", tags=["service"], dependencies=READ)
+async def info(service: Service) -> dict[str, Any]:
+    """Counts, the served model version and the store."""
+    return await service.read(lambda: {**service.ws.info(), "served_version": service.version})
+
+
+@router.get("/items/{product_id}/similar", response_model=SimilarOut,
+            tags=["recommendations"], dependencies=READ)
+async def similar(service: Service, product_id: ProductId, filters: FiltersDep, k: K = 10,
+                  diversity: Diversity = 0.0) -> SimilarOut:
+    """Products most similar to ``product_id`` (never itself), filtered and diversified."""
+    items = await service.query(lambda rec: rec.similar(product_id, k, filters, diversity))
+    return SimilarOut(product_id=product_id, items=[ItemOut.of(i) for i in items])
+
+
+@router.get("/users/{user_id}/feed", response_model=FeedOut, tags=["recommendations"],
+            dependencies=READ)
+async def feed(service: Service, user_id: UserId, filters: FiltersDep, k: K = 10,
+               diversity: Diversity = 0.0) -> FeedOut:
+    """A personalised feed (never what the user bought), each item with ``because``;
+    popular products for a user without history."""
+    result = await service.query(lambda rec: _require_catalog(
+        rec, rec.feed(user_id, k, filters, diversity)))
+    return FeedOut.of(result)
+
+
+@router.post("/users/{user_id}/ads", response_model=FeedOut, tags=["recommendations"],
+             dependencies=READ)
+async def ads(service: Service, user_id: UserId, campaign: CampaignIn) -> FeedOut:
+    """The campaign's products ranked for this user, diversified across the slots: never
+    out of stock, never already bought; the most popular for a new user."""
+    wanted = campaign.to_campaign()
+    result = await service.query(lambda rec: _require_catalog(rec, rec.ads(user_id, wanted)))
+    return FeedOut.of(result)
+
+
+@router.post("/events", response_model=EventsOut, tags=["writes"], dependencies=WRITE)
+async def events(service: Service, body: EventsIn) -> EventsOut:
+    """Record interactions; the users' next feeds reflect them at once. Unknown users are
+    new users; unknown products are kept and listed in ``unknown_products``; an event type
+    the configuration does not weigh is a 422."""
+    body.check_types(service.ws.settings.user.known_events)
+    batch = body.to_events()
+
+    def work(ws: Workspace) -> EventsOut:
+        unknown = sorted({e.product_id for e in batch}
+                         - ws.products.known(e.product_id for e in batch))
+        report = ws.events.add(batch)
+        return EventsOut(inserted=report.inserted, duplicates=report.duplicates,
+                         unknown_products=unknown)
+
+    return await service.write(work)
+
+
+@router.put("/items", response_model=ItemsOut, tags=["writes"], dependencies=WRITE)
+async def put_items(service: Service, body: Annotated[Any, Body(description=(
+        f"{ITEMS_SHAPE[0].upper()}{ITEMS_SHAPE[1:]}. Fields as in a catalog file: "
+        "product_id and title required; description, category, brand, price, in_stock, "
+        "image optional (a bad one is left out and listed in fields_left_out); an image "
+        "is a path on the server inside image.allowed_roots."),
+        examples=[{"product_id": "SKU-1", "title": "Red summer dress", "price": 39.9,
+                   "category": "dresses", "colour": "red"}])]) -> ItemsOut:
+    """Insert or update products; searchable as soon as the call returns. The body is
+    validated exactly as a JSONL catalog line is: a bad product_id or title, or a
+    product_id given twice, is a 422; any other bad field costs that field alone. An image
+    that is refused or unreadable is listed in ``image_errors`` and its product indexed
+    from its text."""
+    from ingest import image_source, read_products
+
+    image = service.ws.settings.image
+    read = read_products(catalog_records(body), "items", FsPath("/"), image.allowed_roots,
+                         allow_urls=image.allow_urls, unit="item")
+    if read.errors:
+        raise InvalidInput("; ".join(str(e) for e in read.errors[:20]))
+    refused = [(w.product_id or "", w.reason) for w in read.warnings if w.field == "image"]
+    left_out = [scrub(str(w)) for w in read.warnings if w.field != "image"]
+    images = image_source(image.max_pixels, image.allowed_roots, allow_urls=image.allow_urls,
+                          url_timeout_s=image.url_timeout_s,
+                          max_download_bytes=image.max_download_bytes)
+
+    def work(ws: Workspace) -> ItemsOut:
+        report = ingest(ws, read.items, images)
+        return ItemsOut(added=report.added, updated=report.updated, unchanged=report.unchanged,
+                        products=ws.products.count(), model_version=report.model_version,
+                        image_errors=[ImageErrorOut(product_id=pid, reason=scrub(reason))
+                                      for pid, reason in refused + report.image_errors],
+                        fields_left_out=left_out)
+
+    return await service.write(work)
+
+
+@router.delete("/items/{product_id}", response_model=DeletedOut, tags=["writes"],
+               dependencies=WRITE)
+async def delete_item(service: Service, product_id: ProductId) -> DeletedOut:
+    """Remove a product: gone from every result when the call returns."""
+    def work(ws: Workspace) -> DeletedOut:
+        if not ws.products.known([product_id]):
+            raise UnknownItem(f"unknown product ID {product_id!r}: not in the catalog")
+        delete(ws, [product_id])
+        return DeletedOut(deleted=product_id)
+
+    return await service.write(work)
 
 
 def create_app(service: ApiService) -> FastAPI:
@@ -258,99 +329,13 @@ def create_app(service: ApiService) -> FastAPI:
     app = FastAPI(title="semrec", version="0.1.0", description=(
         "Multimodal semantic product recommendations: similar items, personalised feeds, "
         "ads, and live catalog and event updates."))
+    settings = service.ws.settings
     app.state.service = service
+    app.state.api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.state.read_requires_key = settings.api.read_requires_key
     _error_handlers(app)
-    settings = service.sr.settings
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
-    key = settings.api_key.get_secret_value() if settings.api_key else None
-    writer = [Depends(key_guard(key))]
-    reader = [Depends(key_guard(key) if settings.api.read_requires_key else open_guard)]
-    known_events = settings.user.known_events
-
-    @app.get("/health", tags=["service"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/info", tags=["service"], dependencies=reader, responses=ERRORS)
-    def info() -> dict[str, Any]:
-        """Counts, the served model version and the store."""
-        with service.reading() as sr:
-            data = sr.info()
-            data["served_version"] = sr.models.current_version()
-            return data
-
-    @app.get("/items/{product_id}/similar", response_model=SimilarOut, responses=ERRORS,
-             tags=["recommendations"], dependencies=reader)
-    async def similar(product_id: ProductId, filters: FiltersDep, k: K = 10,
-                      diversity: Diversity = 0.0) -> SimilarOut:
-        """Products most similar to ``product_id`` (never itself), filtered and diversified."""
-        items = await service.query(lambda rec: rec.similar(product_id, k, filters, diversity))
-        return SimilarOut(product_id=product_id, items=[ItemOut.of(i) for i in items])
-
-    @app.get("/users/{user_id}/feed", response_model=FeedOut, responses=ERRORS,
-             tags=["recommendations"], dependencies=reader)
-    async def feed(user_id: UserId, filters: FiltersDep, k: K = 10,
-                   diversity: Diversity = 0.0) -> FeedOut:
-        """A personalised feed (never what the user bought), each item with ``because``;
-        popular products for a user without history."""
-        result = await service.query(lambda rec: _require_catalog(
-            rec, rec.feed(user_id, k, filters, diversity)))
-        return FeedOut.of(result)
-
-    @app.post("/users/{user_id}/ads", response_model=FeedOut, responses=ERRORS,
-              tags=["recommendations"], dependencies=reader)
-    async def ads(user_id: UserId, campaign: CampaignIn) -> FeedOut:
-        """The campaign's products ranked for this user, diversified across the slots:
-        never out of stock, never already bought; the most popular for a new user."""
-        result = await service.query(lambda rec: _require_catalog(
-            rec, rec.ads(user_id, campaign.to_campaign())))
-        return FeedOut.of(result)
-
-    @app.post("/events", response_model=EventsOut, responses=ERRORS, tags=["writes"],
-              dependencies=writer)
-    def events(body: EventsIn) -> EventsOut:
-        """Record interactions; the users' next feeds reflect them at once. Unknown users
-        are new users; unknown products are kept and listed in ``unknown_products``; an event
-        type the configuration does not weigh is a 422."""
-        body.check_types(known_events)
-        batch = body.to_events()
-        with service.session() as sr:
-            unknown = sorted({e.product_id for e in batch}
-                             - sr.products.known(e.product_id for e in batch))
-            report = sr.events.add(batch)
-        return EventsOut(inserted=report.inserted, duplicates=report.duplicates,
-                         unknown_products=unknown)
-
-    @app.put("/items", response_model=ItemsOut, responses=ERRORS, tags=["writes"],
-             dependencies=writer)
-    def put_items(body: ItemsIn) -> ItemsOut:
-        """Insert or update products; searchable as soon as the call returns. An ``image``
-        is a path on the server inside ``image.allowed_roots``; one that is refused or
-        unreadable is listed in ``image_errors`` and its product indexed from its text."""
-        if not settings.image.allowed_roots and any(p.image for p in body.items):
-            raise ValueError("images are not accepted over the API unless the server "
-                             "configures image.allowed_roots; ingest them with "
-                             "`semrec ingest CATALOG`")
-        products = [p.to_product() for p in body.items]
-        with service.session() as sr:
-            builder = service.builder(sr)
-            report = builder.ingest(products)
-            return ItemsOut(added=report.added, updated=report.updated,
-                            unchanged=report.unchanged, products=sr.products.count(),
-                            model_version=builder.model_version,
-                            image_errors=[ImageErrorOut(product_id=pid, reason=scrub(reason))
-                                          for pid, reason in report.image_errors])
-
-    @app.delete("/items/{product_id}", response_model=DeletedOut, responses=ERRORS,
-                tags=["writes"], dependencies=writer)
-    def delete_item(product_id: ProductId) -> DeletedOut:
-        """Remove a product: gone from every result when the call returns."""
-        with service.session() as sr:
-            if not sr.products.known([product_id]):
-                raise UnknownItem(f"unknown product ID {product_id!r}: not in the catalog")
-            sr.delete_products([product_id])
-        return DeletedOut(deleted=product_id)
-
+    app.include_router(router)
     return app
 
 
@@ -374,8 +359,8 @@ def _error_handlers(app: FastAPI) -> None:
     async def empty(request: Request, exc: Exception) -> JSONResponse:
         return error(404, "no products indexed yet: PUT /items or `semrec ingest CATALOG`")
 
-    @app.exception_handler(ValueError)
-    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+    @app.exception_handler(InvalidInput)
+    async def bad_value(request: Request, exc: InvalidInput) -> JSONResponse:
         return error(422, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -390,4 +375,4 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error(500, f"internal error ({type(exc).__name__}); see the server log")
+        return error(500, "internal error; see the server log")

@@ -19,22 +19,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from semrec.config import ConfigError, Settings, load_settings
+from semrec.config import Settings, load_settings
+from semrec.errors import reported
 from semrec.home import HomeBusy
-from semrec.index.base import Filters
-from semrec.serving.context import EmptyIndex, ModelMismatch, Semrec
-from semrec.serving.recommender import Recommendation, UnknownProduct
-from semrec.serving.remote import RemoteApi, RemoteError, live_server
+from semrec.index import ingest as index_products
+from semrec.serving.recommender import Recommendation, open_recommender
+from semrec.serving.remote import RemoteApi, live_server
 from semrec.state import InsertReport
+from semrec.store import Filters
+from semrec.workspace import Workspace
 
 app = typer.Typer(help="semrec: multimodal semantic product recommendations.",
                   no_args_is_help=True, add_completion=False)
 out = Console()
-err = Console(stderr=True)
-
-#: Errors a user can act on: printed as one clear line, exit status 1.
-USER_ERRORS = (UnknownProduct, HomeBusy, EmptyIndex, ConfigError, ModelMismatch, ValueError,
-               FileNotFoundError, RemoteError)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 HomeOption = Annotated[Path | None, typer.Option(
     "--home", envvar="SEMREC_HOME", help="Data directory (default ./semrec-data).")]
@@ -52,13 +50,9 @@ def _settings(ctx: typer.Context) -> Settings:
     return load_settings(home=ctx.obj)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+def _user_errors() -> Any:
+    """Errors a user can act on: printed as one clear line, exit status 1."""
+    return reported(err)
 
 
 @contextmanager
@@ -66,7 +60,7 @@ def _owner_or_server(settings: Settings, role: str) -> Iterator[tuple[Any, Remot
     """The data directory opened as its index owner, or, while a live ``semrec serve`` owns
     it, that server's API (``(None, remote)``); else the usual busy error."""
     try:
-        sr = Semrec(settings, role=role)
+        ws = Workspace(settings, role=role)
     except HomeBusy:
         remote = live_server(settings)
         if remote is None:
@@ -75,8 +69,8 @@ def _owner_or_server(settings: Settings, role: str) -> Iterator[tuple[Any, Remot
                   highlight=False)
         yield None, remote
         return
-    with sr:
-        yield sr, None
+    with ws:
+        yield ws, None
 
 
 def _progress() -> Progress:
@@ -87,7 +81,9 @@ def _progress() -> Progress:
 @app.command()
 def ingest(ctx: typer.Context,
            catalog: Annotated[Path, typer.Argument(help="Catalog file (.csv or .jsonl).")],
-           strict: Annotated[bool, typer.Option(help="Exit 1 if any row was rejected.")] = False,
+           strict: Annotated[bool, typer.Option(help=(
+               "Reject a row for any bad field (not only product_id and title), and exit 1 "
+               "if any row was rejected."))] = False,
            as_json: JsonFlag = False) -> None:
     """Read, validate, encode and index a catalog (new and changed products only)."""
     from ingest import image_source, read_catalog
@@ -96,21 +92,34 @@ def ingest(ctx: typer.Context,
         settings = _settings(ctx)
         image = settings.image
         result = read_catalog(catalog, image_roots=image.allowed_roots,
-                              allow_urls=image.allow_urls)
+                              allow_urls=image.allow_urls, strict=strict)
         for error in result.errors:
             err.print(f"[yellow]rejected:[/] {error}", highlight=False)
+        for warning in result.warnings:
+            err.print(f"[yellow]field left out:[/] {warning} (the product is indexed without "
+                      "it)", highlight=False)
         roots = (catalog.absolute().parent, *image.allowed_roots)
         images = image_source(image.max_pixels, roots, allow_urls=image.allow_urls,
                               url_timeout_s=image.url_timeout_s,
                               max_download_bytes=image.max_download_bytes)
-        with _owner_or_server(settings, "ingest") as (sr, remote), _progress() as bar:
-            task = bar.add_task("indexing", total=len(result.items))
-            if remote is not None:
-                report, total = remote.ingest(result.items, lambda n: bar.advance(task, n))
-            else:
-                report = sr.builder(images).ingest(result.items,
-                                                   on_progress=lambda n: bar.advance(task, n))
-                total = sr.products.count()
+        with _owner_or_server(settings, "ingest") as (ws, remote):
+            if ws is not None:
+                ws.served_version(create=True)  # a bad encoder setting fails before any work
+            with _progress() as bar:
+                task = bar.add_task("indexing", total=len(result.items))
+                if remote is not None:
+                    report, total = remote.ingest(result.items, lambda n: bar.advance(task, n))
+                else:
+                    report = index_products(ws, result.items, images,
+                                            on_progress=lambda n: bar.advance(task, n))
+                    total = ws.products.count()
+        if report.switched_from:
+            old, kind = report.switched_from
+            err.print(f"[bold yellow]WARNING: new encoders.[/] {old} was built on other "
+                      f"encoders or weights than the config names: every product is now "
+                      f"indexed in {report.model_version}, re-encoded where needed"
+                      + ("; the trained model is no longer served: run `semrec train` again"
+                         if kind == "trained" else ""), highlight=False)
         if report.image_problem:
             err.print(f"[bold yellow]WARNING: text-only indexing.[/] {report.image_problem}",
                       highlight=False)
@@ -120,6 +129,7 @@ def ingest(ctx: typer.Context,
                       "(indexed from its text)", highlight=False)
         summary = {
             "rows": len(result.items) + len(result.errors), "rejected": len(result.errors),
+            "fields_left_out": len(result.warnings),
             "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
             "images_added": report.images_added, "texts_encoded": report.texts_encoded,
             "images_encoded": report.images_encoded, "image_errors": len(report.image_errors),
@@ -149,7 +159,7 @@ def events(ctx: typer.Context,
         result = read_events(file, event_types=settings.user.known_events)
         for error in result.errors:
             err.print(f"[yellow]rejected:[/] {error}", highlight=False)
-        with Semrec(settings, role="events", own_index=False) as sr:
+        with Workspace(settings, role="events", own_index=False) as sr:
             unknown = sorted({e.product_id for e in result.items}
                              - sr.products.known(e.product_id for e in result.items))
             report = InsertReport(0, 0)
@@ -191,15 +201,6 @@ DiversityOption = Annotated[float, typer.Option(
     "--diversity", min=0.0, max=1.0, help="MMR re-ranking: 0 = pure relevance, 1 = most diverse.")]
 
 
-def _filters(category: str | None, min_price: float | None, max_price: float | None,
-             in_stock: bool | None, exclude: list[str] | None) -> Filters:
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise ValueError(f"--min-price ({min_price}) is above --max-price ({max_price})")
-    ids = frozenset(p.strip() for value in exclude or () for p in value.split(",") if p.strip())
-    return Filters(category=category, min_price=min_price, max_price=max_price,
-                   in_stock=in_stock, exclude=ids)
-
-
 @app.command()
 def similar(ctx: typer.Context, product_id: str, k: KOption = 10,
             category: CategoryOption = None, min_price: MinPriceOption = None,
@@ -208,9 +209,9 @@ def similar(ctx: typer.Context, product_id: str, k: KOption = 10,
             as_json: JsonFlag = False) -> None:
     """Products most similar to PRODUCT_ID (never itself)."""
     with _user_errors():
-        filters = _filters(category, min_price, max_price, in_stock, exclude)
-        with _owner_or_server(_settings(ctx), "similar") as (sr, remote):
-            items = (remote or sr.recommender()).similar(product_id, k, filters, diversity)
+        filters = Filters.parse(category, min_price, max_price, in_stock, exclude)
+        with _owner_or_server(_settings(ctx), "similar") as (ws, remote):
+            items = (remote or open_recommender(ws)).similar(product_id, k, filters, diversity)
     _show(items, as_json, f"Similar to {product_id}")
 
 
@@ -221,9 +222,9 @@ def feed(ctx: typer.Context, user_id: str, k: KOption = 10, category: CategoryOp
          diversity: DiversityOption = 0.0, as_json: JsonFlag = False) -> None:
     """A personalised feed for USER_ID, leaving out what they already bought."""
     with _user_errors():
-        filters = _filters(category, min_price, max_price, in_stock, exclude)
-        with _owner_or_server(_settings(ctx), "feed") as (sr, remote):
-            result = (remote or sr.recommender()).feed(user_id, k, filters, diversity)
+        filters = Filters.parse(category, min_price, max_price, in_stock, exclude)
+        with _owner_or_server(_settings(ctx), "feed") as (ws, remote):
+            result = (remote or open_recommender(ws)).feed(user_id, k, filters, diversity)
     if not result.personalised:
         err.print(f"user {user_id!r} has no history yet: showing popular products.",
                   highlight=False)
@@ -277,7 +278,7 @@ def serve(ctx: typer.Context,
 @app.command()
 def info(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Counts of products, users and events; the models and their versions."""
-    with _user_errors(), Semrec(_settings(ctx), role="info", own_index=False) as sr:
+    with _user_errors(), Workspace(_settings(ctx), role="info", own_index=False) as sr:
         data = sr.info()
     if as_json:
         out.print_json(data=data)

@@ -8,23 +8,24 @@ exclusions, diversity) are applied here, the same for every store backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from semrec.config import UserSettings
-from semrec.index.base import Filters, Hit, VectorStore
+from semrec.errors import InvalidInput, UserError
 from semrec.serving.rerank import because, mmr, pool_size
 from semrec.state import EventLog, ProductTable
-from semrec.towers.user import PoolingUserTower, UserTower, history_weights
+from semrec.store.base import Filters, Hit, VectorStore
+from semrec.towers.user import PoolingUserTower, UserTower
+from semrec.workspace import Workspace
 
 #: How much an ad slate is diversified across its slots (MMR, 0 = pure relevance).
 AD_DIVERSITY = 0.3
 
 
-class UnknownProduct(LookupError):
+class UnknownProduct(UserError, LookupError):
     def __init__(self, product_id: str) -> None:
         super().__init__(f"unknown product ID {product_id!r}: it is not in the index "
                          "(ingest it first, or check the ID)")
@@ -81,7 +82,7 @@ class Campaign:
 class _History:
     product_ids: list[str]  # one per event, oldest first
     vectors: np.ndarray
-    weights: np.ndarray  # event- and recency-weights, for "because"
+    events: list[str]  # each event's type
     user: np.ndarray  # the user tower's vector of this history
 
     def vector(self) -> np.ndarray | None:
@@ -138,7 +139,7 @@ class Recommender:
             return None
         vectors = np.stack([stored[pid] for pid, _ in kept])
         kinds = [event for _, event in kept]
-        return _History([pid for pid, _ in kept], vectors, history_weights(kinds, self.user),
+        return _History([pid for pid, _ in kept], vectors, kinds,
                         self.user_tower.user_vector(vectors, kinds))
 
     def user_vector(self, user_id: str) -> tuple[np.ndarray | None, int]:
@@ -176,8 +177,8 @@ class Recommender:
             return []
         stacked = np.stack([h.vector for h in hits])
         picks = mmr(np.array([h.score for h in hits]), stacked, k, diversity)
-        reasons = because(history.product_ids, history.vectors, history.weights,
-                          stacked[picks])
+        reasons = because(history.product_ids, self.user_tower.contributions(
+            history.vectors, history.events, stacked[picks]))
         return [Recommendation(hits[i].product_id, hits[i].score, hits[i].payload, "history",
                                reason) for i, reason in zip(picks, reasons, strict=True)]
 
@@ -224,6 +225,19 @@ class Recommender:
             fetch *= 4
 
 
+def open_recommender(ws: Workspace, version: str | None = None) -> Recommender:
+    """Queries on ``version`` (default: the served one), with the user tower that version
+    was saved with and, for a trained version, ``[feed] new_product_boost`` in the cosine
+    units of its training temperature."""
+    version = version or ws.served_version()
+    boost = 0.0
+    if ws.items(version).trained is not None:
+        temperature = float(ws.manifest(version).metrics["train"]["temperature"])
+        boost = ws.settings.feed.cosine_boost(temperature)
+    return Recommender(ws.store(version), ws.events, ws.products, ws.settings.user,
+                       ws.user_tower(version), new_boost=boost)
+
+
 def boosted(hits: list[Hit], new: list[Hit], boost: float) -> list[Hit]:
     """``hits`` and the best ``new`` products with ``boost`` added to their score, merged
     (a new product found by both searches counts once, boosted), best first."""
@@ -234,11 +248,4 @@ def boosted(hits: list[Hit], new: list[Hit], boost: float) -> list[Hit]:
 
 def _check_diversity(diversity: float) -> None:
     if not 0.0 <= diversity <= 1.0:
-        raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
-
-
-def campaign_ids(values: Sequence[str] | None) -> tuple[str, ...] | None:
-    """Campaign product IDs, stripped and de-duplicated in order (None stays None)."""
-    if values is None:
-        return None
-    return tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+        raise InvalidInput(f"diversity must be between 0 and 1, got {diversity}")

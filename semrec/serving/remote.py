@@ -24,16 +24,17 @@ from typing import Any
 
 from semrec.catalog import Product
 from semrec.config import Settings
-from semrec.index.base import Filters
-from semrec.index.builder import IngestReport
+from semrec.errors import UserError
+from semrec.index import IngestReport
 from semrec.serving.recommender import Feed, Recommendation
+from semrec.store.base import Filters
 
 SERVER_FILE = "server.json"
 #: Products per ``PUT /items`` call: small enough to keep each write lock short.
 BATCH = 128
 
 
-class RemoteError(RuntimeError):
+class RemoteError(UserError, RuntimeError):
     """The server refused a request or could not be reached; the message says which."""
 
 
@@ -110,7 +111,7 @@ class RemoteApi:
         report, total = IngestReport(), 0
         for start in range(0, len(products), BATCH):
             batch = products[start:start + BATCH]
-            answer = self.call("PUT", "/items", {"items": [_product_json(p) for p in batch]})
+            answer = self.call("PUT", "/items", {"items": [p.payload() for p in batch]})
             report.added += answer["added"]
             report.updated += answer["updated"]
             report.unchanged += answer["unchanged"]
@@ -132,18 +133,6 @@ class RemoteApi:
         answer = self.call("GET", path, params=_params(k, filters, diversity))
         return Feed(answer["user_id"], [_recommendation(i) for i in answer["items"]],
                     answer["personalised"], answer["history_size"])
-
-
-def _product_json(product: Product) -> dict[str, Any]:
-    data: dict[str, Any] = {"product_id": product.product_id, "title": product.title,
-                            "description": product.description,
-                            "attributes": dict(product.attributes)}
-    for key in ("category", "brand", "price", "in_stock"):
-        if getattr(product, key) is not None:
-            data[key] = getattr(product, key)
-    if product.image is not None:
-        data["image"] = str(product.image)
-    return data
 
 
 def _params(k: int, filters: Filters, diversity: float) -> list[tuple[str, Any]]:

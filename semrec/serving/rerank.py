@@ -52,20 +52,14 @@ def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, diversity: float) ->
     return picks
 
 
-def because(history_ids: Sequence[str], history_vectors: np.ndarray, weights: np.ndarray,
-            candidates: np.ndarray) -> list[str]:
-    """For each candidate row, the history product adding most to its score.
-
-    A product's contribution is the sum over its events of ``weight * cosine`` (the terms
-    of the pooled user vector's dot product with the candidate, up to a common factor).
-    """
-    if len(history_ids) == 0 or len(candidates) == 0:
-        return [""] * len(candidates)
-    terms = (np.asarray(candidates, np.float64) @ np.asarray(history_vectors, np.float64).T
-             * np.asarray(weights, np.float64)[None, :])  # (candidates, events)
+def because(history_ids: Sequence[str], contributions: np.ndarray) -> list[str]:
+    """For each candidate, the history product adding most to its score: ``contributions``
+    (candidates, events) from the user tower that scored the feed, summed per product."""
+    if len(history_ids) == 0 or len(contributions) == 0:
+        return [""] * len(contributions)
     products = list(dict.fromkeys(history_ids))
     column = {pid: i for i, pid in enumerate(products)}
-    per_product = np.zeros((len(candidates), len(products)))
+    per_product = np.zeros((len(contributions), len(products)))
     for event, pid in enumerate(history_ids):
-        per_product[:, column[pid]] += terms[:, event]
+        per_product[:, column[pid]] += contributions[:, event]
     return [products[int(i)] for i in np.argmax(per_product, axis=1)]

@@ -4,13 +4,13 @@ documented in the OpenAPI schema at ``/openapi.json`` and ``/docs``."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.sources import Record
 from ingest.values import MAX_TIMESTAMP
-from semrec.catalog import MAX_CHARS, Event, Product
+from semrec.catalog import MAX_CHARS, Event
+from semrec.errors import InvalidInput
 from semrec.serving.recommender import Campaign, Feed, Recommendation
 
 _ID = Field(min_length=1, max_length=MAX_CHARS["product_id"], pattern=r"\S")
@@ -21,50 +21,22 @@ class _Body(BaseModel):
 
 
 # -- requests ----------------------------------------------------------------------------
-class ProductIn(_Body):
-    """One catalog product, with the catalog file's fields and limits."""
-
-    product_id: str = _ID
-    title: str = Field(min_length=1, max_length=MAX_CHARS["title"])
-    description: str = Field("", max_length=MAX_CHARS["description"])
-    category: str | None = Field(None, max_length=MAX_CHARS["category"])
-    brand: str | None = Field(None, max_length=MAX_CHARS["brand"])
-    price: float | None = Field(None, ge=0, allow_inf_nan=False)
-    in_stock: bool | None = None
-    attributes: dict[Annotated[str, Field(min_length=1, max_length=200)],
-                     Annotated[str, Field(max_length=MAX_CHARS["attribute"])]] = Field(
-        default_factory=dict, max_length=100)
-    image: str | None = Field(None, min_length=1, max_length=4096, description=(
-        "An absolute path on the server, inside one of its image.allowed_roots (refused "
-        "otherwise; no URLs)."))
-
-    @field_validator("image")
-    @classmethod
-    def _local_absolute(cls, value: str | None) -> str | None:
-        if value is not None and ("://" in value or not value.startswith("/")
-                                  or "\0" in value):
-            raise ValueError("must be an absolute file path on the server (no URLs)")
-        return value
-
-    def to_product(self) -> Product:
-        return Product(self.product_id, self.title, self.description, self.category or None,
-                       self.brand or None, self.price, self.in_stock,
-                       Path(self.image) if self.image else None,
-                       {k: v for k, v in self.attributes.items() if v})
+#: Products per ``PUT /items`` call at most.
+MAX_ITEMS = 10_000
+ITEMS_SHAPE = ('a JSON object: one product as a catalog JSONL line holds it '
+               '({"product_id": ..., "title": ..., "price": ..., any other field becomes an '
+               'attribute}), or {"items": [product, ...]} with 1 to 10000 products')
 
 
-class ItemsIn(_Body):
-    items: list[ProductIn] = Field(min_length=1, max_length=10_000)
-
-    @field_validator("items")
-    @classmethod
-    def _unique(cls, items: list[ProductIn]) -> list[ProductIn]:
-        seen: set[str] = set()
-        for item in items:
-            if item.product_id in seen:
-                raise ValueError(f"product_id {item.product_id!r} appears twice")
-            seen.add(item.product_id)
-        return items
+def catalog_records(body: object) -> list[Record]:
+    """The products of a ``PUT /items`` body, as the records a JSONL catalog file holds:
+    one product object, or ``{"items": [...]}``. ``InvalidInput`` naming the expected shape
+    otherwise."""
+    items = body["items"] if isinstance(body, dict) and set(body) == {"items"} else [body]
+    if (not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS
+            or not all(isinstance(item, dict) for item in items)):
+        raise InvalidInput(f"expected {ITEMS_SHAPE}")
+    return [Record(i, item) for i, item in enumerate(items)]
 
 
 class EventIn(_Body):
@@ -88,7 +60,7 @@ class EventsIn(_Body):
         bad = [f"events.{i}.event: {e.event!r}" for i, e in enumerate(self.events)
                if e.event.lower() not in known]
         if bad:
-            raise ValueError(f"{'; '.join(bad[:5])}: unknown event type (expected one of "
+            raise InvalidInput(f"{'; '.join(bad[:5])}: unknown event type (expected one of "
                              f"{', '.join(sorted(known))})")
 
     def to_events(self) -> list[Event]:
@@ -106,7 +78,7 @@ class CampaignIn(_Body):
 
     def to_campaign(self) -> Campaign:
         if self.product_ids is None and self.category is None and self.max_price is None:
-            raise ValueError("a campaign needs product_ids, or a category and/or max_price")
+            raise InvalidInput("a campaign needs product_ids, or a category and/or max_price")
         ids = tuple(dict.fromkeys(p.strip() for p in self.product_ids or () if p.strip()))
         return Campaign(self.slots, ids if self.product_ids is not None else None,
                         self.category, self.max_price)
@@ -166,6 +138,9 @@ class ItemsOut(BaseModel):
     model_version: str
     image_errors: list[ImageErrorOut] = Field(
         default_factory=list, description="Products indexed from text alone, and why.")
+    fields_left_out: list[str] = Field(
+        default_factory=list, description="Bad optional fields: each product was indexed "
+                                          "without the field named.")
 
 
 class DeletedOut(BaseModel):

@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 Scope = MutableMapping[str, Any]
@@ -38,28 +38,34 @@ def key_matches(given: str | None, key: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), key.encode())
 
 
-def key_guard(key: str | None) -> Callable[..., Awaitable[None]]:
-    """A FastAPI dependency that lets a request through only with ``key`` (anything when
-    ``key`` is None); 401 otherwise. It declares both header schemes in the OpenAPI spec.
+async def _presented(header: Annotated[str | None, Depends(_HEADER)] = None,
+                     bearer: Annotated[HTTPAuthorizationCredentials | None,
+                                       Depends(_BEARER)] = None) -> str | None:
+    """The key the request presents (``X-API-Key``, else ``Authorization: Bearer``)."""
+    return header if header is not None else (bearer.credentials if bearer else None)
+
+
+Presented = Annotated[str | None, Depends(_presented)]
+
+
+def check_key(key: str | None, given: str | None) -> None:
+    """401 unless ``given`` is ``key`` (anything passes when no key is configured)."""
+    if key is not None and not key_matches(given, key):
+        raise HTTPException(401, "a valid API key is required (X-API-Key header or "
+                                 "Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def write_access(request: Request, given: Presented) -> None:
+    """The dependency of every write: the server's key (``app.state.api_key``), if any.
     ``async`` (like every dependency here) so that FastAPI runs it on the event loop
     instead of handing it to a worker thread."""
-
-    async def guard(header: Annotated[str | None, Depends(_HEADER)] = None,
-              bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
-              ) -> None:
-        if key is None:
-            return
-        given = header if header is not None else (bearer.credentials if bearer else None)
-        if not key_matches(given, key):
-            raise HTTPException(401, "a valid API key is required (X-API-Key header or "
-                                     "Authorization: Bearer)",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    return guard
+    check_key(request.app.state.api_key, given)
 
 
-async def open_guard() -> None:
-    """The dependency for endpoints that need no key."""
+async def read_access(request: Request, given: Presented) -> None:
+    """The dependency of every read: the key too when ``app.state.read_requires_key``."""
+    if request.app.state.read_requires_key:
+        check_key(request.app.state.api_key, given)
 
 
 def serve_host(host: str, have_key: bool, open_without_key: bool) -> tuple[str, str | None]:

@@ -13,13 +13,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from semrec.config import ConfigError, load_settings
-from semrec.home import HomeBusy
-from semrec.serving.context import EmptyIndex, ModelMismatch, Semrec
+from semrec.config import load_settings
+from semrec.errors import reported
+from semrec.workspace import Workspace
 
 out = Console()
-err = Console(stderr=True)
-USER_ERRORS = (HomeBusy, EmptyIndex, ConfigError, ModelMismatch, ValueError, FileNotFoundError)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 
 def verify(
@@ -31,9 +30,9 @@ def verify(
 ) -> None:
     """Check that catalog, feature cache, events and index agree; --repair fixes them."""
     from ingest import image_source, read_catalog
-    from semrec.serving.verify import verify as run_verify
+    from semrec.index.verify import verify as run_verify
 
-    try:
+    with reported(err):
         settings = load_settings(home=ctx.obj)
         products = None
         if catalog is not None:
@@ -45,11 +44,8 @@ def verify(
         images = image_source(image.max_pixels, roots or None, allow_urls=image.allow_urls,
                               url_timeout_s=image.url_timeout_s,
                               max_download_bytes=image.max_download_bytes)
-        with Semrec(settings, role="verify") as sr:
-            report = run_verify(sr, sr.builder(images), products, repair=repair)
-    except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        with Workspace(settings, role="verify") as ws:
+            report = run_verify(ws, images, products, repair=repair)
     if as_json:
         out.print_json(data=report.to_dict())
     else:

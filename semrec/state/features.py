@@ -59,5 +59,19 @@ class FeatureCache:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([np.frombuffer(found[key], dtype="<f4") for key in keys])
 
+    def matrix(self, text_keys: Sequence[str], image_keys: Sequence[str | None],
+               image_dim: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """One row per product: its text features, and its image features with a mask of
+        the products that have one (both None when none has). Every key must be cached."""
+        text = self.get(list(text_keys))
+        keyed = [i for i, key in enumerate(image_keys) if key is not None]
+        if not keyed:
+            return text, None, None
+        image = np.zeros((len(text_keys), image_dim), np.float32)
+        image[keyed] = self.get([image_keys[i] for i in keyed])  # type: ignore[misc]
+        has_image = np.zeros(len(text_keys), bool)
+        has_image[keyed] = True
+        return text, image, has_image
+
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM features").fetchone()[0]

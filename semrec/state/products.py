@@ -62,6 +62,19 @@ class ProductTable:
               r.payload.get("category"), now) for r in rows],
         )
 
+    def mark_built(self, version: str, built: Sequence[tuple[str, str]]) -> None:
+        """Record that ``version`` indexed each ``(product_id, content_hash)``, for the rows
+        still holding that content (a row changed meanwhile keeps its own version, so the
+        switch to ``version`` catches it up). Caller commits."""
+        self.conn.executemany(
+            "UPDATE products SET model_version = ? WHERE product_id = ? AND content_hash = ?",
+            [(version, pid, content_hash) for pid, content_hash in built])
+
+    def not_built_by(self, version: str) -> list[ProductRow]:
+        """The rows whose vectors were made by another version than ``version``."""
+        query = f"SELECT {_COLUMNS} FROM products WHERE model_version != ? ORDER BY product_id"
+        return list(map(_row, self.conn.execute(query, (version,))))
+
     def delete(self, product_ids: Sequence[str]) -> None:
         self.conn.executemany("DELETE FROM products WHERE product_id = ?",
                               [(p,) for p in product_ids])

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from safetensors.torch import load_file, save_file
@@ -64,7 +64,16 @@ class VersionItems:
         return add_ids(content, np.stack([self.ids.get(pid, zero) for pid in product_ids]))
 
 
+class Servable(Protocol):
+    """What promotion needs of a version's built index: a store that can become the served
+    collection under the store's stable name (``VectorStore.activate``)."""
+
+    def activate(self) -> None: ...
+
+
 class ModelRegistry:
+    """The versions saved under ``root``, which one is served, and how serving switches."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -136,10 +145,15 @@ class ModelRegistry:
             ids = {pid: table[i] for i, pid in enumerate(order) if table[i].any()}
         return VersionItems(version, tower, ids, self.trained_products(version))
 
-    def promote(self, version: str) -> None:
-        """Make ``version`` current, atomically."""
+    def promote(self, version: str, index: Servable | None = None) -> None:
+        """Serve ``version``, whose ``index`` is fully built: the store's served alias
+        moves first (a no-op on Qdrant Edge), then ``CURRENT``; both atomic, so readers
+        never see a partial index. Processes that have the old version open follow
+        ``CURRENT`` (``current_version``)."""
         self.manifest(version)  # must exist
-        tmp = self.root / "CURRENT.tmp"
+        if index is not None:
+            index.activate()
+        tmp = self.root / f"CURRENT.{os.getpid()}.tmp"
         tmp.write_text(version + "\n")
         os.replace(tmp, self.root / "CURRENT")
 

@@ -49,12 +49,6 @@ def pool(item_vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return (mean / norm if norm > 0 else mean).astype(np.float32)
 
 
-def contributions(item_vectors: np.ndarray, weights: np.ndarray,
-                  candidate: np.ndarray) -> np.ndarray:
-    """How much each history item adds to ``candidate``'s score (for "because ...")."""
-    return weights * (item_vectors @ candidate)
-
-
 # -- the user tower a model version was trained with ------------------------------------------
 
 @runtime_checkable
@@ -65,6 +59,11 @@ class UserTower(Protocol):
     kind: str
 
     def user_vector(self, item_vectors: np.ndarray, events: Sequence[str]) -> np.ndarray: ...
+
+    def contributions(self, item_vectors: np.ndarray, events: Sequence[str],
+                      candidates: np.ndarray) -> np.ndarray:
+        """(candidates, events): how much each history event adds to each candidate's
+        score under this tower (what a feed's "because" names)."""
 
 
 class PoolingUserTower:
@@ -77,6 +76,14 @@ class PoolingUserTower:
 
     def user_vector(self, item_vectors: np.ndarray, events: Sequence[str]) -> np.ndarray:
         return pool(item_vectors, history_weights(events, self.settings))
+
+    def contributions(self, item_vectors: np.ndarray, events: Sequence[str],
+                      candidates: np.ndarray) -> np.ndarray:
+        """``weight * cosine`` per event: the terms of the pooled vector's dot product with
+        each candidate, up to a common factor."""
+        weights = history_weights(events, self.settings)
+        return (np.asarray(candidates, np.float64) @ np.asarray(item_vectors, np.float64).T
+                * weights[None, :])
 
 
 class SequentialTower:
@@ -91,15 +98,34 @@ class SequentialTower:
     def user_vector(self, item_vectors: np.ndarray, events: Sequence[str]) -> np.ndarray:
         return self.module.user_vector(item_vectors)
 
+    def contributions(self, item_vectors: np.ndarray, events: Sequence[str],
+                      candidates: np.ndarray) -> np.ndarray:
+        """Leave one out: a candidate's score with the whole history minus its score with
+        the history less that event (one batched pass over the window's events; events
+        older than the window add nothing)."""
+        n, window = len(item_vectors), min(len(item_vectors), self.module.config.max_len)
+        out = np.zeros((len(candidates), n))
+        if window == 0:
+            return out
+        vectors = np.asarray(item_vectors[-window:], np.float32)
+        full = self.module.user_vector(vectors)
+        left_out = self.module.user_vectors(
+            vectors, [np.delete(np.arange(window), i) for i in range(window)])
+        cands = np.asarray(candidates, np.float64)
+        out[:, n - window:] = (cands @ full.astype(np.float64))[:, None] - cands @ left_out.T
+        return out
+
 
 def load_user_tower(manifest: ModelManifest, extra_tensors: dict[str, Any],
                     settings: UserSettings) -> UserTower:
     """The user tower ``manifest`` was trained with, from the version's other tensors
-    (``ModelRegistry.load``'s third value). Untrained and pooling-trained versions pool
-    with ``settings``; a sequential version rebuilds its transformer from ``user.*``."""
+    (``ModelRegistry.load``'s third value). Untrained versions pool with ``settings``; a
+    pooling-trained one with the pooling it was trained with (``pooling``, ``half_life``
+    from its manifest); a sequential version rebuilds its transformer from ``user.*``."""
     spec = manifest.user_tower
-    if spec.get("kind") != "sequential":
-        return PoolingUserTower(settings)
+    if spec.get("kind") != "sequential":  # a trained pooling version pools as it was trained
+        saved = {k: spec[k] for k in ("pooling", "half_life") if k in spec}
+        return PoolingUserTower(settings.model_copy(update=saved) if saved else settings)
     from semrec.towers.sequential import SequentialConfig, SequentialUserTower
 
     module = SequentialUserTower(SequentialConfig(**spec["config"]))

@@ -14,13 +14,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from semrec.config import ConfigError, TrainSettings, load_settings
-from semrec.home import HomeBusy
+from semrec.config import TrainSettings, load_settings
+from semrec.errors import reported
 from semrec.training.trainer import RECALL_K
 
 out = Console()
-err = Console(stderr=True)
-USER_ERRORS = (ValueError, FileNotFoundError, ConfigError, HomeBusy, KeyError)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 
 class RichProgress:
@@ -64,27 +63,25 @@ def train(
                        "negatives with logQ; default: config [train] loss).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Train the item heads and the user tower on the events, re-index, then serve it."""
-    from semrec.serving.context import Semrec
+    """Train the item heads and the user tower on the events, re-index, then serve it.
+    Runs beside a running `semrec serve`, which switches to the new version when it is
+    built."""
     from semrec.towers import ItemTowerConfig
     from semrec.training.data import load_home
-    from semrec.training.reindex import reindex, save_version
+    from semrec.training.reindex import build_version, save_version, serve_version
     from semrec.training.trainer import fit
+    from semrec.workspace import Workspace
 
-    try:
+    with reported(err):
         home = ctx.obj if isinstance(ctx.obj, Path | str) else None
         settings = load_settings(home=home)
         flags = {"user_tower": user_tower, "epochs": epochs, "dim": dim,
                  "id_embeddings": id_embeddings, "loss": loss}
         train_settings = TrainSettings(**{**settings.train.model_dump(),
                                           **{k: v for k, v in flags.items() if v is not None}})
-        with Semrec(settings, role="train") as sr:
-            model = sr.current_model()
-            if model is None:
-                raise ValueError(f"no products indexed in {settings.home} yet: run "
-                                 "`semrec ingest CATALOG` and `semrec events FILE` first")
-            current, _ = model
-            features, sequences = load_home(sr.conn, current.config.image_dim)
+        with Workspace(settings, role="train", own_index=False) as ws:
+            current = ws.items(ws.served_version()).tower
+            features, sequences = load_home(ws.conn, current.config.image_dim)
             tower = ItemTowerConfig(
                 text_dim=features.text.shape[1], image_dim=current.config.image_dim,
                 dim=train_settings.dim, text_weight=settings.tower.text_weight,
@@ -96,19 +93,18 @@ def train(
             with Progress(*columns, console=err) as bar:
                 result = fit(features, sequences, train_settings, tower, settings.user,
                              progress=RichProgress(bar))
-            manifest = save_version(sr, result, features.product_ids,
+            manifest = save_version(ws, result, features.product_ids,
                                     train_settings.model_dump())
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=err) as bar:
                 task = bar.add_task(f"re-indexing with {manifest.version}",
                                     total=len(features))
-                indexed = reindex(sr, manifest.version, lambda n: bar.advance(task, n))
-    except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+                indexed = build_version(ws, manifest.version, lambda n: bar.advance(task, n))
+        served = serve_version(settings, manifest.version)
     summary = {"version": manifest.version, "user_tower": train_settings.user_tower,
                "loss": train_settings.loss, "id_embeddings": train_settings.id_embeddings,
-               "products_indexed": indexed, "users": len(sequences), **result.metrics}
+               "products_indexed": indexed, "users": len(sequences), "served": served,
+               **result.metrics}
     if as_json:
         out.print_json(json.dumps(summary))
     else:
@@ -116,4 +112,4 @@ def train(
                   f"{result.metrics['train_seconds']:.0f} s: valid recall@{RECALL_K} "
                   f"{result.metrics[f'valid_recall@{RECALL_K}']:.4f} (untrained "
                   f"{result.metrics[f'valid_recall@{RECALL_K}_untrained']:.4f}), best epoch "
-                  f"{result.metrics['best_epoch']}; {indexed} products re-indexed and served.")
+                  f"{result.metrics['best_epoch']}; {indexed} products re-indexed, {served}.")

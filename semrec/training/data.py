@@ -81,15 +81,8 @@ def load_home(conn: sqlite3.Connection, image_dim: int) -> tuple[ItemFeatures, l
     rows = list(ProductTable(conn).all())
     if not rows:
         raise ValueError("no products indexed yet: run `semrec ingest CATALOG` first")
-    cache = FeatureCache(conn)
-    text = cache.get([r.text_key for r in rows])
-    keyed = [i for i, r in enumerate(rows) if r.image_key]
-    image = has_image = None
-    if keyed:
-        image = np.zeros((len(rows), image_dim), np.float32)
-        image[keyed] = cache.get([rows[i].image_key for i in keyed])
-        has_image = np.zeros(len(rows), bool)
-        has_image[keyed] = True
+    text, image, has_image = FeatureCache(conn).matrix(
+        [r.text_key for r in rows], [r.image_key for r in rows], image_dim)
     features = ItemFeatures([r.product_id for r in rows], text, image, has_image)
     index = {r.product_id: i for i, r in enumerate(rows)}
     users: list[int] = []

@@ -1,31 +1,29 @@
-"""Saving a trained version and switching queries to it.
+"""Saving a trained version, indexing it beside the served one, and switching to it.
 
 Every product is re-embedded from the feature cache with the new heads (no encoder runs)
-into the new version's own collection; only when that collection holds every product does
-``Semrec.promote`` move the served alias and ``models/CURRENT``. Until then queries keep
-reading the old version's collection, which is never written to.
+into the new version's own store (``semrec.index.write_all``), which nobody else has open,
+so this runs while ``semrec serve`` owns the served one. Only when that store holds every
+product is it served (``serve_version``): queries keep reading the old version until then,
+and whatever was ingested or deleted meanwhile is caught up before the new one answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from semrec.index import VectorStore
-from semrec.index.builder import embed_rows, point_payload
-from semrec.towers.registry import ID_TENSOR, ModelManifest
+from semrec.config import Settings
+from semrec.home import Home, HomeBusy
+from semrec.index import catch_up, write_all
+from semrec.towers.registry import ID_TENSOR, ModelManifest, ModelRegistry
 from semrec.towers.user import USER_PREFIX
 from semrec.training.trainer import TrainResult
-
-if TYPE_CHECKING:
-    from semrec.serving.context import Semrec
-
-BATCH = 1024
+from semrec.workspace import Workspace
 
 
-def save_version(sr: Semrec, result: TrainResult, product_ids: list[str],
+def save_version(ws: Workspace, result: TrainResult, product_ids: list[str],
                  settings: dict[str, Any]) -> ModelManifest:
     """Write ``result`` as a new (not yet served) version; returns its manifest."""
     extra: dict[str, torch.Tensor] = {}
@@ -34,57 +32,44 @@ def save_version(sr: Semrec, result: TrainResult, product_ids: list[str],
                       for k, v in result.user_tower.state_dict().items()})
         user = {"kind": "sequential", "config": result.user_tower.config.to_dict()}
     else:
-        user = {"kind": "pooling", "pooling": sr.settings.user.pooling,
-                "half_life": sr.settings.user.half_life}
+        user = {"kind": "pooling", "pooling": ws.settings.user.pooling,
+                "half_life": ws.settings.user.half_life}
     if result.id_embeddings is not None:
         extra[ID_TENSOR] = torch.from_numpy(result.id_embeddings).contiguous()
-    current = sr.current_model()
-    if current is None:
-        raise ValueError("no model yet: run `semrec ingest CATALOG` first")
-    manifest = sr.models.save(result.item_tower, kind="trained", encoders=current[1].encoders,
+    served = ws.manifest(ws.served_version())
+    manifest = ws.models.save(result.item_tower, kind="trained", encoders=served.encoders,
                               user_tower=user, metrics={**result.metrics, "train": settings,
                                                         "epochs": result.epochs},
                               extra_tensors=extra)
-    sr.models.save_products(
+    ws.models.save_products(
         manifest.version, [pid for pid, t in zip(product_ids, result.trained, strict=True) if t],
         product_ids if result.id_embeddings is not None else None)
     return manifest
 
 
-def build_index(sr: Semrec, version: str,
-                on_progress: Callable[[int], None] | None = None) -> VectorStore:
-    """Embed every product with ``version`` from cached features into that version's own
-    collection, and return it (open, complete, not yet served)."""
-    items = sr.models.items(version)
-    store = sr.open_store(version, items.tower.config.dim)
-    rows = list(sr.products.all())
+def build_version(ws: Workspace, version: str,
+                  on_progress: Callable[[int], None] | None = None) -> int:
+    """Index every product with ``version`` into its own store, then close that store (a
+    server may open it next). Returns the number of products indexed."""
     try:
-        for start in range(0, len(rows), BATCH):
-            batch = rows[start:start + BATCH]
-            vectors = embed_rows(sr.features, items, batch)
-            payloads = [point_payload(r, items) for r in batch]
-            store.upsert([r.product_id for r in batch], vectors, payloads)
-            if on_progress:
-                on_progress(len(batch))
-        store.optimize()
-        if store.count() < len(rows):
-            raise RuntimeError(f"re-index of {version} holds {store.count()} of {len(rows)} "
-                               "products; not served")
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def reindex(sr: Semrec, version: str, on_progress: Callable[[int], None] | None = None) -> int:
-    """Index every product with ``version`` (``build_index``), then serve ``version``.
-    Returns the number of products indexed."""
-    store = build_index(sr, version, on_progress)
-    try:
-        sr.promote(version, store)
-        sr.refresh()  # close the old version's store, if this process had it open
+        return write_all(ws, version, on_progress)
     finally:
-        store.close()
-    with sr.conn:  # after the switch: a crash before this only makes the next ingest re-embed
-        sr.conn.execute("UPDATE products SET model_version = ?", (version,))
-    return sr.products.count()
+        ws.close_store(version)
+
+
+def serve_version(settings: Settings, version: str) -> str:
+    """Serve ``version`` (fully built). As the data directory's owner: promote it, catch it
+    up and say "served". While ``semrec serve`` owns it: promote ``models/CURRENT`` only;
+    the server follows on its next request, catching up what it wrote meanwhile, and this
+    says "handed to the running server". Another command that owns it is waited for."""
+    try:
+        ws = Workspace(settings, role="train")
+    except HomeBusy as busy:
+        if busy.role == "serve":
+            ModelRegistry(Home(settings.home).models).promote(version)
+            return "handed to the running server"
+        ws = Workspace(settings, role="train", wait=True)
+    with ws:
+        ws.models.promote(version, ws.store(version))
+        catch_up(ws, version)
+    return "served"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from semrec.index.base import INDEXED_FIELDS, Filters, Hit, StoredItem, point_id
+from semrec.store.base import INDEXED_FIELDS, Filters, Hit, StoredItem, point_id
 
 _SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
            "bool": models.PayloadSchemaType.BOOL}

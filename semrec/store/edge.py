@@ -14,7 +14,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from semrec.faults import failpoint
-from semrec.index.base import INDEXED_FIELDS, Filters, Hit, StoredItem, point_id
+from semrec.store.base import INDEXED_FIELDS, Filters, Hit, StoredItem, point_id
 
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
            "bool": qe.PayloadSchemaType.Bool}

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
+
+from semrec.errors import InvalidInput
 
 #: Namespace for product-ID -> point-ID mapping. Never change it: it would orphan every index.
 POINT_NAMESPACE = uuid.UUID("6f0c1d2e-7a4b-5c3d-9e8f-0a1b2c3d4e5f")
@@ -44,6 +46,19 @@ class Filters:
     exclude: frozenset[str] = field(default_factory=frozenset)
     only: frozenset[str] | None = None
     only_new: bool = False
+
+    @classmethod
+    def parse(cls, category: str | None = None, min_price: float | None = None,
+              max_price: float | None = None, in_stock: bool | None = None,
+              exclude: Iterable[str] | None = None) -> Filters:
+        """Filters from a caller's options (the CLI's and the API's alike): ``exclude``
+        holds product IDs, each value possibly several separated by commas."""
+        if min_price is not None and max_price is not None and min_price > max_price:
+            raise InvalidInput(f"min_price ({min_price}) is above max_price ({max_price})")
+        ids = frozenset(p.strip() for value in exclude or () for p in value.split(",")
+                        if p.strip())
+        return cls(category=category, min_price=min_price, max_price=max_price,
+                   in_stock=in_stock, exclude=ids)
 
     def with_exclude(self, product_ids: Iterable[str]) -> Filters:
         return replace(self, exclude=self.exclude | frozenset(product_ids))
@@ -117,3 +132,21 @@ class VectorStore(Protocol):
         served version's shard. Called after a new version is fully built, never before."""
 
     def close(self) -> None: ...
+
+
+def read_vectors(store: VectorStore, product_ids: Sequence[str],
+                 on_progress: Callable[[int], None] | None = None,
+                 batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Every product's stored vector, in ``product_ids`` order (zeros, and ``present``
+    False, where the store has none)."""
+    index = {pid: i for i, pid in enumerate(product_ids)}
+    vectors = np.zeros((len(product_ids), store.dim), np.float32)
+    present = np.zeros(len(product_ids), bool)
+    for start in range(0, len(product_ids), batch):
+        chunk = list(product_ids[start:start + batch])
+        for item in store.get(chunk, with_vectors=True):
+            vectors[index[item.product_id]] = item.vector
+            present[index[item.product_id]] = True
+        if on_progress:
+            on_progress(len(chunk))
+    return vectors, present
