@@ -205,8 +205,7 @@ class IndexBuilder:
                 digest = self.images.digest(product.image)
             except Exception as exc:  # the image source explains what is wrong
                 report.image_errors.append((product.product_id, _reason(exc)))
-        payload = json.dumps(product.payload(), sort_keys=True, ensure_ascii=False)
-        content_hash = hashlib.sha256(f"{payload}\0{digest}".encode()).hexdigest()
+        content_hash = product_hash(product.payload(), digest)
         image_id = self.encoder_ids.get("image")
         return _Work(
             product=product, content_hash=content_hash, text=text,
@@ -288,6 +287,14 @@ class IndexBuilder:
             modalities=modalities, model_version=self.model_version,
         )
 
+
+
+def product_hash(payload: dict[str, Any], image_digest: str | None) -> str:
+    """A catalog row's ``content_hash``: its payload and the sha256 of its image's bytes
+    (None without a usable image). What changes it is what re-indexes a product; the image
+    endpoint recomputes it to serve only the bytes a product was indexed from."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(f"{text}\0{image_digest}".encode()).hexdigest()
 
 
 def embed_cached(features: FeatureCache, tower: ItemTower, text_keys: Sequence[str],

@@ -53,7 +53,14 @@ from semrec.serving.schemas import (
     ItemsOut,
     SimilarOut,
 )
-from semrec.serving.security import BodyLimit, key_guard, open_guard, scrub
+from semrec.serving.security import (
+    BodyLimit,
+    key_guard,
+    key_holder,
+    open_guard,
+    public_info,
+    scrub,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -272,12 +279,13 @@ def create_app(service: ApiService) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/info", tags=["service"], dependencies=reader, responses=ERRORS)
-    def info() -> dict[str, Any]:
-        """Counts, the served model version and the store."""
+    def info(holds_key: bool = Depends(key_holder(key))) -> dict[str, Any]:
+        """Counts, the served model version and the store (the data directory's path and
+        the store's location only for a caller with the API key)."""
         with service.reading() as sr:
             data = sr.info()
             data["served_version"] = sr.models.current_version()
-            return data
+            return data if holds_key else public_info(data)
 
     @app.get("/items/{product_id}/similar", response_model=SimilarOut, responses=ERRORS,
              tags=["recommendations"], dependencies=reader)
@@ -351,6 +359,8 @@ def create_app(service: ApiService) -> FastAPI:
             sr.delete_products([product_id])
         return DeletedOut(deleted=product_id)
 
+    from semrec.serving.storefront import install  # it imports this module's parameters
+    install(app, service)
     return app
 
 

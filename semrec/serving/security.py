@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -58,6 +59,20 @@ def key_guard(key: str | None) -> Callable[..., Awaitable[None]]:
     return guard
 
 
+def key_holder(key: str | None) -> Callable[..., Awaitable[bool]]:
+    """A FastAPI dependency: whether the request carries ``key`` (False when no key is
+    configured: then nobody holds one). What only the operator may see, e.g. the data
+    directory's path in ``/info``, is shown to key holders alone."""
+
+    async def holds(header: Annotated[str | None, Depends(_HEADER)] = None,
+                    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+                    = None) -> bool:
+        given = header if header is not None else (bearer.credentials if bearer else None)
+        return key is not None and key_matches(given, key)
+
+    return holds
+
+
 async def open_guard() -> None:
     """The dependency for endpoints that need no key."""
 
@@ -75,6 +90,20 @@ def serve_host(host: str, have_key: bool, open_without_key: bool) -> tuple[str, 
                       "this port can change the catalog and events")
     return "127.0.0.1", (f"no SEMREC_API_KEY set: listening on 127.0.0.1, not {host}; set "
                          "SEMREC_API_KEY, or pass --open-without-key")
+
+
+def public_info(data: dict[str, Any]) -> dict[str, Any]:
+    """``/info`` for a caller without the key: no data-directory path, the embedded store
+    named without its folder, a server store's URL without credentials, path or query."""
+    out = {k: v for k, v in data.items() if k != "home"}
+    store = str(out.get("store", ""))
+    if store.startswith("edge://"):
+        out["store"] = "edge (embedded)"
+    elif store:
+        parts = urlsplit(store)
+        port = f":{parts.port}" if parts.port else ""
+        out["store"] = f"{parts.scheme}://{parts.hostname or ''}{port}"
+    return out
 
 
 def scrub(message: str) -> str:

@@ -1,0 +1,257 @@
+"""The storefront: the routes a shop page needs beside the recommendation API, and the
+page itself (static files shipped in ``semrec/serving/static/``, served at ``/``).
+
+Routes: ``GET /search`` (free-text semantic search), ``GET /items/{id}`` (one product),
+``GET /items/{id}/image`` (its image, see ``serving.images``), ``GET /users/{id}/history``
+(recent events), ``GET /popular``, ``GET /categories``, ``GET /report`` and
+``GET /report/recall.png`` (the latest ``semrec evaluate --report``, read from
+``[api] report_dir``, default ``<home>/reports/latest``) and ``GET /access`` (whether reads
+need the key, so the page can ask for it before anything fails). Every read follows the
+same key rule as the rest of the API. No response names a file on the server: products
+carry ``image_url``, and the report's text is scrubbed of paths for callers without the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from semrec.serving.api import ERRORS, ApiService, Diversity, FiltersDep, K, ProductId, UserId
+from semrec.serving.images import ImageFetchFailed, NoImage, ProductImages
+from semrec.serving.recommender import UnknownProduct
+from semrec.serving.schemas import ItemOut, public_fields
+from semrec.serving.search import QueryVectors, check_query
+from semrec.serving.security import key_guard, key_holder, open_guard, scrub
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: How long a browser may reuse an image without asking again (then it revalidates by ETag).
+IMAGE_MAX_AGE_S = 300
+
+
+class NoReport(LookupError):
+    """No evaluation report (or plot) in the report folder."""
+
+
+class SearchOut(BaseModel):
+    query: str
+    user_id: str | None
+    personalised: bool = Field(description="True: re-ranked with the user's history.")
+    items: list[ItemOut]
+
+
+class ProductOut(BaseModel):
+    """A product's catalog fields (``attributes`` included) and its ``image_url``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    product_id: str
+    title: str
+    image_url: str | None
+
+
+class HistoryEventOut(BaseModel):
+    """One event, with the product's fields when it is still in the catalog."""
+
+    model_config = ConfigDict(extra="allow")
+
+    product_id: str
+    event: str
+    timestamp: float
+    known: bool = Field(description="False: the product is not (or no longer) in the catalog.")
+    image_url: str | None = None
+
+
+class HistoryOut(BaseModel):
+    user_id: str
+    items: list[HistoryEventOut] = Field(description="Newest first.")
+
+
+class PopularOut(BaseModel):
+    items: list[ItemOut]
+
+
+class CategoryOut(BaseModel):
+    name: str
+    products: int
+
+
+class CategoriesOut(BaseModel):
+    categories: list[CategoryOut]
+
+
+class ReportOut(BaseModel):
+    markdown: str
+    plot_url: str | None
+    modified: float = Field(description="When the report was written (seconds since epoch).")
+
+
+class AccessOut(BaseModel):
+    reads_need_key: bool
+
+
+def install(app: FastAPI, service: ApiService) -> None:
+    """Add the storefront's routes, its page at ``/`` and its files at ``/static``."""
+    app.include_router(create_router(service))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(NoImage)
+    @app.exception_handler(NoReport)
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": scrub(str(exc))}, status_code=404)
+
+    @app.exception_handler(ImageFetchFailed)
+    async def fetch_failed(request: Request, exc: ImageFetchFailed) -> JSONResponse:
+        return JSONResponse({"detail": scrub(str(exc))}, status_code=502)
+
+
+def create_router(service: ApiService) -> APIRouter:
+    """The storefront's routes on ``service`` (which the caller opens and closes)."""
+    settings = service.sr.settings
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    needs_key = key is not None and settings.api.read_requires_key
+    reader = [Depends(key_guard(key) if settings.api.read_requires_key else open_guard)]
+    holder = Depends(key_holder(key))
+    router = APIRouter(responses=ERRORS)
+    images = ProductImages(settings.image)
+    vectors = QueryVectors()
+    report_dir = settings.api.report_dir or settings.home / "reports" / "latest"
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    @router.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @router.get("/access", tags=["storefront"])
+    def access() -> AccessOut:
+        """Whether reads need the API key (the page asks for it before anything fails)."""
+        return AccessOut(reads_need_key=needs_key)
+
+    @router.get("/search", tags=["recommendations"], dependencies=reader)
+    async def search(
+        q: Annotated[str, Query(max_length=10_000, description=(
+            "Free text describing what to find (at most [search] max_query_chars)."))],
+        filters: FiltersDep, k: K = 10, diversity: Diversity = 0.0,
+        user_id: Annotated[str | None, Query(min_length=1, max_length=200, description=(
+            "Personalise: re-rank the query's best matches with this user's history."))]
+        = None,
+    ) -> SearchOut:
+        """Products ranked for a free-text query through the served version's text side
+        (text encoder, then the item tower's text head), filtered and diversified; with
+        ``user_id``, re-ranked by ``q.x + [search] user_weight * u.x``."""
+        query = check_query(q, settings.search.max_query_chars)
+
+        def run() -> SearchOut:
+            with service.reading() as sr:
+                vector = vectors.get(sr, query)
+                result = sr.recommender().search(query, vector, k, filters, diversity,
+                                                 user_id, settings.search.user_weight)
+            return SearchOut(query=result.query, user_id=result.user_id,
+                             personalised=result.personalised,
+                             items=[ItemOut.of(i) for i in result.items])
+
+        return await run_in_threadpool(run)
+
+    @router.get("/popular", tags=["recommendations"], dependencies=reader)
+    async def popular(filters: FiltersDep, k: K = 10) -> PopularOut:
+        """The most-interacted products passing the filters."""
+        items = await service.query(lambda rec: rec.popular(k, filters))
+        return PopularOut(items=[ItemOut.of(i) for i in items])
+
+    @router.get("/items/{product_id}", tags=["storefront"], dependencies=reader)
+    async def product(product_id: ProductId) -> ProductOut:
+        """One product's catalog fields and ``image_url``."""
+        row = await run_in_threadpool(_row, service, product_id)
+        return ProductOut(**public_fields(product_id, row.payload))
+
+    @router.get("/items/{product_id}/image", tags=["storefront"], dependencies=reader,
+                response_class=Response,
+                responses={200: {"content": {"image/png": {}, "image/jpeg": {}}},
+                           304: {"description": "Not modified (If-None-Match)."},
+                           502: {"description": "The image URL could not be fetched."}})
+    async def product_image(product_id: ProductId, request: Request) -> Response:
+        """The image the product was indexed from (a file or, with ``image.allow_urls``, a
+        URL): 404 if it has none, or if the bytes are no longer those indexed."""
+        def run() -> Any:
+            return images.get(_row(service, product_id))
+
+        image = await run_in_threadpool(run)
+        etag = f'"{image.etag}"'
+        headers = {"ETag": etag, "Cache-Control":
+                   f"{'private' if needs_key else 'public'}, max-age={IMAGE_MAX_AGE_S}"}
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return Response(image.data, media_type=image.media_type, headers=headers)
+
+    @router.get("/users/{user_id}/history", tags=["storefront"], dependencies=reader)
+    async def history(user_id: UserId, limit: Annotated[int, Query(
+            ge=1, le=1000, description="How many of the newest events.")] = 20) -> HistoryOut:
+        """The user's newest events, newest first, each with its product's fields."""
+        def run() -> HistoryOut:
+            with service.reading() as sr:
+                events = sr.events.history(user_id, limit=limit)
+                rows = sr.products.get_many(pid for pid, _, _ in events)
+            items = []
+            for pid, ts, event in reversed(events):
+                fields = public_fields(pid, rows[pid].payload) if pid in rows else {}
+                items.append(HistoryEventOut(**{**fields, "product_id": pid, "event": event,
+                                                "timestamp": ts, "known": pid in rows}))
+            return HistoryOut(user_id=user_id, items=items)
+
+        return await run_in_threadpool(run)
+
+    @router.get("/categories", tags=["storefront"], dependencies=reader)
+    async def categories() -> CategoriesOut:
+        """Every category with its product count (for a filter menu)."""
+        def run() -> CategoriesOut:
+            with service.reading() as sr:
+                pairs = sr.products.categories()
+            return CategoriesOut(categories=[CategoryOut(name=n, products=c) for n, c in pairs])
+
+        return await run_in_threadpool(run)
+
+    @router.get("/report", tags=["storefront"], dependencies=reader)
+    def report(holds_key: bool = holder) -> ReportOut:
+        """The latest evaluation report (``report.md``) written by ``semrec evaluate
+        --report`` into ``[api] report_dir`` (default ``<home>/reports/latest``)."""
+        md = report_dir / "report.md"
+        try:
+            text, modified = md.read_text(encoding="utf-8"), md.stat().st_mtime
+        except (OSError, UnicodeDecodeError):
+            raise NoReport("no evaluation report yet: run `semrec --home HOME evaluate ... "
+                           "--report HOME/reports/latest` (or set [api] report_dir)") from None
+        plot = "/report/recall.png" if (report_dir / "recall.png").is_file() else None
+        return ReportOut(markdown=text if holds_key else scrub(text), plot_url=plot,
+                         modified=modified)
+
+    @router.get("/report/recall.png", tags=["storefront"], dependencies=reader,
+                response_class=FileResponse)
+    def report_plot() -> FileResponse:
+        """The latest report's recall plot."""
+        plot = report_dir / "recall.png"
+        if not plot.is_file():
+            raise NoReport("the latest evaluation report has no plot")
+        return FileResponse(plot, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    return router
+
+
+def _row(service: ApiService, product_id: str) -> Any:
+    with service.reading() as sr:
+        row = sr.products.get(product_id)
+    if row is None:
+        raise UnknownProduct(product_id)
+    return row
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or is ``*``."""
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag in tags
