@@ -303,7 +303,7 @@ def test_health_info_and_openapi(api: TestClient) -> None:
 
 
 def test_the_server_owns_the_home(api: TestClient) -> None:
-    home = Path(api.get("/info").json()["home"])
+    home = api.app.state.service.sr.settings.home  # /info names no path without the key
     with pytest.raises(HomeBusy, match="serve"):
         Semrec(load_settings(home=home), role="similar")
 

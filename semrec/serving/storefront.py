@@ -5,8 +5,8 @@ Routes: ``GET /search`` (free-text semantic search), ``GET /items/{id}`` (one pr
 ``GET /items/{id}/image`` (its image, see ``serving.images``), ``GET /users/{id}/history``
 (recent events), ``GET /popular``, ``GET /categories``, ``GET /report`` and
 ``GET /report/recall.png`` (the latest ``semrec evaluate --report``, read from
-``[api] report_dir``, default ``<home>/reports/latest``) and ``GET /access`` (whether reads
-need the key, so the page can ask for it before anything fails). Every read follows the
+``[api] report_dir``, default ``<home>/reports/latest``). The page learns from a meta tag
+whether reads need the key, so it asks for it before anything fails. Every read follows the
 same key rule as the rest of the API. No response names a file on the server: products
 carry ``image_url``, and the report's text is scrubbed of paths for callers without the key.
 """
@@ -86,13 +86,11 @@ class CategoriesOut(BaseModel):
 
 
 class ReportOut(BaseModel):
-    markdown: str
-    plot_url: str | None
-    modified: float = Field(description="When the report was written (seconds since epoch).")
-
-
-class AccessOut(BaseModel):
-    reads_need_key: bool
+    available: bool = Field(description="False: no report yet (``how`` says how to make one).")
+    markdown: str | None = None
+    plot_url: str | None = None
+    modified: float | None = Field(None, description="When it was written (epoch seconds).")
+    how: str | None = None
 
 
 def install(app: FastAPI, service: ApiService) -> None:
@@ -121,16 +119,12 @@ def create_router(service: ApiService) -> APIRouter:
     images = ProductImages(settings.image)
     vectors = QueryVectors()
     report_dir = settings.api.report_dir or settings.home / "reports" / "latest"
-    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    page = (STATIC / "index.html").read_text(encoding="utf-8").replace(
+        "{{READS_NEED_KEY}}", "true" if needs_key else "false")  # it asks before a 401
 
     @router.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
-
-    @router.get("/access", tags=["storefront"])
-    def access() -> AccessOut:
-        """Whether reads need the API key (the page asks for it before anything fails)."""
-        return AccessOut(reads_need_key=needs_key)
 
     @router.get("/search", tags=["recommendations"], dependencies=reader)
     async def search(
@@ -218,16 +212,18 @@ def create_router(service: ApiService) -> APIRouter:
     @router.get("/report", tags=["storefront"], dependencies=reader)
     def report(holds_key: bool = holder) -> ReportOut:
         """The latest evaluation report (``report.md``) written by ``semrec evaluate
-        --report`` into ``[api] report_dir`` (default ``<home>/reports/latest``)."""
+        --report`` into ``[api] report_dir`` (default ``<home>/reports/latest``); without
+        one, ``available`` is false (not a 404: having no report yet is no error)."""
         md = report_dir / "report.md"
         try:
             text, modified = md.read_text(encoding="utf-8"), md.stat().st_mtime
         except (OSError, UnicodeDecodeError):
-            raise NoReport("no evaluation report yet: run `semrec --home HOME evaluate ... "
-                           "--report HOME/reports/latest` (or set [api] report_dir)") from None
+            return ReportOut(available=False, how=(
+                "No evaluation report yet: run `semrec --home HOME evaluate --catalog ... "
+                "--events ... --report HOME/reports/latest` (or set [api] report_dir)."))
         plot = "/report/recall.png" if (report_dir / "recall.png").is_file() else None
-        return ReportOut(markdown=text if holds_key else scrub(text), plot_url=plot,
-                         modified=modified)
+        return ReportOut(available=True, markdown=text if holds_key else scrub(text),
+                         plot_url=plot, modified=modified)
 
     @router.get("/report/recall.png", tags=["storefront"], dependencies=reader,
                 response_class=FileResponse)
