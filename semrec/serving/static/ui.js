@@ -30,10 +30,10 @@ export function price(value) {
 export function picture(item, size = "card") {
   const label = item.title || item.product_id;
   if (!item.image_url) {
-    return h("div", { class: `img placeholder ${size}`, role: "img",
+    return h("div", { class: `img placeholder img-${size}`, role: "img",
                       "aria-label": `No image for ${label}` }, "no image");
   }
-  const img = h("img", { class: `img ${size}`, alt: label, width: 160, height: 160,
+  const img = h("img", { class: `img img-${size}`, alt: label, width: 160, height: 160,
                          decoding: "async" });
   loadImage(img, item.image_url);
   return img;
