@@ -3,7 +3,7 @@ page's first render with results in a headless Chromium.
 
 The home is prepared as in ``bench.http_latency`` (text-only ingest and events through the
 real CLI, kept for later runs), then ``semrec serve`` runs with the text encoder warmed.
-Search: queries are the first four words of random product titles, every one distinct, so
+Search: queries are the first 3 to 6 words of random product titles, every one distinct, so
 each misses the server's query-vector cache (``cold``: text encoder + search); then the
 same list again (``cached``). Sent with ``bench.http_latency.load`` at 1 and 8 in flight.
 First render: Chromium opens ``/#/?q=QUERY`` (a new distinct query each time) and reads the
@@ -38,19 +38,21 @@ def queries(catalog: Path, n: int, seed: int) -> list[str]:
         titles = [row["title"] for row in csv.DictReader(f)]
     rng = random.Random(seed)
     out: dict[str, None] = {}
-    while len(out) < n:
-        words = rng.choice(titles).split()[:4]
+    for _ in range(50 * n):
+        words = rng.choice(titles).split()[:rng.randint(3, 6)]
         if words:
             out[" ".join(words)] = None
-    return list(out)
+        if len(out) == n:
+            return list(out)
+    raise ValueError(f"the catalog gives fewer than {n} distinct queries; ask for fewer")
 
 
 def first_render(url: str, texts: list[str]) -> dict[str, Any]:
     driver = chromium(1280, 900)
     samples: list[float] = []
     try:
-        for text in texts:
-            driver.get(f"{url}/#/?q={urllib.parse.quote(text)}")
+        for i, text in enumerate(texts):  # ?n=i: a real navigation, not a hash change
+            driver.get(f"{url}/?n={i}#/?q={urllib.parse.quote(text)}")
             deadline = time.monotonic() + 30
             mark = None
             while mark is None and time.monotonic() < deadline:
