@@ -165,6 +165,18 @@ class ApiSettings(_Section):
 
     read_requires_key: bool = False
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    #: Where the storefront's Overview finds the latest evaluation report (``report.md``
+    #: and ``recall.png``); default ``<home>/reports/latest``.
+    report_dir: Path | None = None
+
+
+class SearchSettings(_Section):
+    """``GET /search`` and ``semrec search``. A query longer than ``max_query_chars`` is
+    refused. With a user, each candidate's score becomes ``q.x + user_weight * u.x`` (the
+    query's and the user's cosine), re-ranking the query's best matches."""
+
+    user_weight: float = Field(0.3, ge=0)
+    max_query_chars: int = Field(500, ge=1, le=10_000)
 
 
 class Settings(BaseSettings):
@@ -185,6 +197,7 @@ class Settings(BaseSettings):
     user: UserSettings = UserSettings()
     feed: FeedSettings = FeedSettings()
     train: TrainSettings = TrainSettings()
+    search: SearchSettings = SearchSettings()
 
     @classmethod
     def settings_customise_sources(

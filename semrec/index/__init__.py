@@ -13,9 +13,10 @@ from semrec.index.stage import (
     ingest,
     pending,
     point_payload,
+    product_hash,
     reindex_rows,
     write_all,
 )
 
 __all__ = ["BATCH", "IngestReport", "catch_up", "delete", "embed", "embed_cached", "ingest",
-           "pending", "point_payload", "reindex_rows", "write_all"]
+           "pending", "point_payload", "product_hash", "reindex_rows", "write_all"]

@@ -194,14 +194,20 @@ def plan(ws: Workspace, products: Sequence[Product], images: ImageSource,
             except Exception as exc:  # noqa: BLE001 - any unreadable image costs the image
                 digest = None
                 report.image_errors.append((product.product_id, _reason(exc)))
-        payload = json.dumps(product.payload(), sort_keys=True, ensure_ascii=False)
-        content_hash = hashlib.sha256(f"{payload}\0{digest}".encode()).hexdigest()
         out.append(Planned(
-            product=product, content_hash=content_hash, text=text,
+            product=product, content_hash=product_hash(product.payload(), digest), text=text,
             text_key=feature_key(ids["text"], text),
             image_key=feature_key(ids["image"], digest) if (ids["image"] and digest) else None,
             existing=existing.get(product.product_id)))
     return out
+
+
+def product_hash(payload: dict[str, Any], image_digest: str | None) -> str:
+    """A catalog row's ``content_hash``: its payload and the sha256 of its image's bytes
+    (None without a usable image). What changes it is what re-indexes a product; the image
+    endpoint recomputes it to serve only the bytes a product was indexed from."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(f"{text}\0{image_digest}".encode()).hexdigest()
 
 
 def needs_indexing(ws: Workspace, w: Planned, version: str) -> bool:

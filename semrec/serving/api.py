@@ -2,14 +2,9 @@
 
 ``semrec serve`` opens one ``ApiService`` (a ``Workspace`` that takes the data directory's
 owner lock, as Qdrant Edge allows one process per shard) and serves ``create_app(service)``
-with uvicorn. The routes live on the module's ``router``; OpenAPI: ``/openapi.json``,
-interactive docs: ``/docs``.
-
-Consistency and versions: every request is a job of the service's one ``Scheduler``, run
-in arrival order, so a query sees every write that returned before it arrived. Before each
-job the service follows a promotion of ``models/CURRENT`` (``semrec train`` builds the new
-version beside the served one): it opens the new version, catches it up with what was
-written meanwhile (``semrec.index.catch_up``), and only then answers from it.
+with uvicorn. The routes live on this module's ``router`` and the storefront's (``storefront.py``);
+every request is a job of the service's one ``Scheduler`` (``service.py``). OpenAPI:
+``/openapi.json``, interactive docs: ``/docs``.
 Errors are JSON ``{"detail": "..."}``: 401 missing or wrong API key, 404 unknown product or
 empty catalog, 413 body over ``api.max_body_bytes``, 422 a bad parameter or body, 500 a
 server bug (generic message; the trace goes to the server log); no error body names a
@@ -24,27 +19,33 @@ or unreadable image leaves the product indexed from its text and is listed in
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import logging
-import threading
-from collections.abc import Callable
-from pathlib import Path as FsPath
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from semrec.config import Settings
 from semrec.errors import InvalidInput, UserError
-from semrec.index import catch_up, delete, ingest
-from semrec.serving.recommender import Feed, Recommender, UnknownProduct, open_recommender
+from semrec.index import delete, ingest
+from semrec.serving import storefront
+from semrec.serving.params import (
+    ERRORS,
+    READ,
+    WRITE,
+    Diversity,
+    FiltersDep,
+    K,
+    ProductId,
+    Service,
+    UserId,
+)
+from semrec.serving.recommender import Feed, Recommender, UnknownProduct
 from semrec.serving.schemas import (
     ITEMS_SHAPE,
     CampaignIn,
     DeletedOut,
-    ErrorOut,
     EventsIn,
     EventsOut,
     FeedOut,
@@ -54,163 +55,17 @@ from semrec.serving.schemas import (
     SimilarOut,
     catalog_records,
 )
-from semrec.serving.security import BodyLimit, read_access, scrub, write_access
-from semrec.store import Filters
-from semrec.workspace import EmptyIndex, Workspace
+from semrec.serving.security import BodyLimit, KeyHolder, public_info, scrub
+from semrec.serving.service import ApiService, Scheduler
+from semrec.workspace import EmptyIndex, ModelMismatch, Workspace
 
+__all__ = ["ApiService", "Scheduler", "create_app", "router"]
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class UnknownItem(UserError, LookupError):
     """A product to delete is not in the catalog."""
 
-
-class Scheduler:
-    """Runs the API's jobs one at a time, first come first served, and lets the event loop
-    read new requests between two jobs.
-
-    A query runs on the event loop itself: it is about a millisecond of CPU, and Qdrant
-    Edge holds the GIL while it searches, so a worker thread would add only the hop and
-    GIL hand-offs (measured: docs/benchmarks.md). A write (an ingest, events, a delete,
-    following a promoted version) runs in a worker thread, so the loop goes on accepting
-    connections; the jobs queued behind it wait for it. Without the queue, every request
-    that one poll of the sockets finds ready would run before the loop looks again, in the
-    poll's order, and a request could wait almost two rounds of the others (at concurrency
-    8, p99 twice the median, measured); here latency stays close to (jobs ahead) x (their
-    service time).
-    """
-
-    def __init__(self) -> None:
-        self._jobs: collections.deque[tuple[Callable[[], Any], bool, asyncio.Future[Any]]] = (
-            collections.deque())
-        self._worker: asyncio.Task[None] | None = None
-
-    async def query(self, job: Callable[[], T]) -> T:
-        """Run ``job`` on the event loop, in its turn."""
-        return await self._submit(job, in_thread=False)
-
-    async def write(self, job: Callable[[], T]) -> T:
-        """Run ``job`` in a worker thread, in its turn, with nothing else running."""
-        return await self._submit(job, in_thread=True)
-
-    async def _submit(self, job: Callable[[], T], in_thread: bool) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.append((job, in_thread, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._jobs:
-            job, in_thread, future = self._jobs.popleft()
-            if future.cancelled():  # the client went away while it waited
-                continue
-            try:
-                result = await asyncio.to_thread(job) if in_thread else job()
-            except Exception as exc:  # noqa: BLE001 - the request's handler raises it
-                if not future.cancelled():
-                    future.set_exception(exc)
-            else:
-                if not future.cancelled():
-                    future.set_result(result)
-            await asyncio.sleep(0)  # one poll of the sockets between two jobs
-
-
-class ApiService:
-    """The data directory as the API sees it: a ``Workspace`` that owns the index, the
-    version being served and its recommender, and the scheduler every request goes
-    through."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.ws = Workspace(settings, role="serve")
-        self.scheduler = Scheduler()
-        self.version: str | None = None
-        self._recommender: Recommender | None = None
-
-    def _behind(self) -> bool:
-        return self.ws.models.current_version() != self.version
-
-    def follow(self) -> None:
-        """Serve the version ``models/CURRENT`` names, caught up with the catalog, and
-        close the one served before. A no-op when it is already served."""
-        current = self.ws.models.current_version()
-        if current == self.version:
-            return
-        if current is not None:
-            catch_up(self.ws, current)
-            self._recommender = open_recommender(self.ws, current)
-        old, self.version = self.version, current
-        if old is not None and old != current:
-            self.ws.close_store(old)
-
-    def recommender(self) -> Recommender:
-        if self._recommender is None:
-            raise EmptyIndex()
-        return self._recommender
-
-    async def read(self, work: Callable[[], T]) -> T:
-        """Run one read, in arrival order, once the served version is followed."""
-        if self._behind():
-            await self.scheduler.write(self.follow)
-        return await self.scheduler.query(work)
-
-    async def query(self, work: Callable[[Recommender], T]) -> T:
-        """Run one query on the served version's recommender."""
-        return await self.read(lambda: work(self.recommender()))
-
-    async def write(self, work: Callable[[Workspace], T]) -> T:
-        """Run one write on the data directory (the served version followed first), alone."""
-        def job() -> T:
-            self.follow()
-            result = work(self.ws)
-            self.follow()  # the first write on an empty data directory creates a version
-            return result
-
-        return await self.scheduler.write(job)
-
-    def warm(self) -> threading.Thread:
-        """Load the text encoder in the background (queries are served meanwhile)."""
-        thread = threading.Thread(target=self.ws.encoders.text, name="semrec-warm",
-                                  daemon=True)
-        thread.start()
-        return thread
-
-    def close(self) -> None:
-        self.ws.close()
-
-
-# -- dependencies and parameters -----------------------------------------------------------
-async def _service(request: Request) -> ApiService:
-    return request.app.state.service  # type: ignore[no-any-return]
-
-
-Service = Annotated[ApiService, Depends(_service)]
-K = Annotated[int, Query(ge=1, le=1000, description="How many results.")]
-Diversity = Annotated[float, Query(ge=0.0, le=1.0, description=(
-    "MMR re-ranking: 0 = pure relevance, 1 = most diverse."))]
-
-
-async def query_filters(
-    category: Annotated[str | None, Query(description="Only this category.")] = None,
-    min_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-    max_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-    in_stock: Annotated[bool | None, Query(description="true: in stock only.")] = None,
-    exclude: Annotated[list[str], Query(description=(
-        "Product IDs never to return (repeat the parameter, or separate with commas)."))] = [],  # noqa: B006
-) -> Filters:
-    """The business-rule filters shared by ``similar`` and ``feed``."""
-    return Filters.parse(category, min_price, max_price, in_stock, exclude)
-
-
-FiltersDep = Annotated[Filters, Depends(query_filters)]
-ProductId = Annotated[str, Path(min_length=1, max_length=200)]
-UserId = Annotated[str, Path(min_length=1, max_length=200)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 413: {"model": ErrorOut},
-    422: {"model": ErrorOut}}
-READ = [Depends(read_access)]
-WRITE = [Depends(write_access)]
 
 router = APIRouter(responses=ERRORS)
 
@@ -221,9 +76,11 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/info", tags=["service"], dependencies=READ)
-async def info(service: Service) -> dict[str, Any]:
-    """Counts, the served model version and the store."""
-    return await service.read(lambda: {**service.ws.info(), "served_version": service.version})
+async def info(service: Service, holds_key: KeyHolder) -> dict[str, Any]:
+    """Counts, the served model version and the store (the data directory's path and the
+    store's location only for a caller with the API key)."""
+    data = await service.read(lambda: {**service.ws.info(), "served_version": service.version})
+    return data if holds_key else public_info(data)
 
 
 @router.get("/items/{product_id}/similar", response_model=SimilarOut,
@@ -290,7 +147,7 @@ async def put_items(service: Service, body: Annotated[Any, Body(description=(
     from ingest import image_source, read_products
 
     image = service.ws.settings.image
-    read = read_products(catalog_records(body), "items", FsPath("/"), image.allowed_roots,
+    read = read_products(catalog_records(body), "items", Path("/"), image.allowed_roots,
                          allow_urls=image.allow_urls, unit="item")
     if read.errors:
         raise InvalidInput("; ".join(str(e) for e in read.errors[:20]))
@@ -336,6 +193,7 @@ def create_app(service: ApiService) -> FastAPI:
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.include_router(router)
+    storefront.install(app, service)
     return app
 
 
@@ -362,6 +220,10 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidInput)
     async def bad_value(request: Request, exc: InvalidInput) -> JSONResponse:
         return error(422, str(exc))
+
+    @app.exception_handler(ModelMismatch)
+    async def mismatch(request: Request, exc: ModelMismatch) -> JSONResponse:
+        return error(409, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -234,6 +234,34 @@ def feed(ctx: typer.Context, user_id: str, k: KOption = 10, category: CategoryOp
 
 
 @app.command()
+def search(ctx: typer.Context,
+           query: Annotated[str, typer.Argument(help="Free text: what you are looking for.")],
+           k: KOption = 10, category: CategoryOption = None, min_price: MinPriceOption = None,
+           max_price: MaxPriceOption = None, in_stock: InStockOption = None,
+           exclude: ExcludeOption = None, diversity: DiversityOption = 0.0,
+           user: Annotated[str | None, typer.Option(
+               "--user", help="Personalise: re-rank the matches with this user's history.")]
+           = None, as_json: JsonFlag = False) -> None:
+    """Products matching a free-text QUERY (semantic search over the served version)."""
+    from semrec.serving.search import check_query, query_vector
+
+    with _user_errors():
+        settings = _settings(ctx)
+        text = check_query(query, settings.search.max_query_chars, "QUERY")
+        filters = Filters.parse(category, min_price, max_price, in_stock, exclude)
+        with _owner_or_server(settings, "search") as (ws, remote):
+            if remote is not None:
+                result = remote.search(text, k, filters, diversity, user)
+            else:
+                version = ws.served_version()
+                result = open_recommender(ws, version).search(
+                    text, query_vector(ws, version, text), k, filters, diversity, user,
+                    settings.search.user_weight)
+    who = f" for {user}" if user and result.personalised else ""
+    _show(result.items, as_json, f"Search: {text!r}{who}")
+
+
+@app.command()
 def serve(ctx: typer.Context,
           host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
           port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,

@@ -63,6 +63,14 @@ class Feed:
 
 
 @dataclass(frozen=True)
+class SearchResult:
+    query: str
+    items: list[Recommendation]
+    user_id: str | None = None
+    personalised: bool = False  # True: re-ranked with the user's vector
+
+
+@dataclass(frozen=True)
 class Campaign:
     """The products an ad may show: a list of IDs, or a category and/or a price cap."""
 
@@ -112,6 +120,34 @@ class Recommender:
         filters = (filters or Filters()).with_exclude([product_id])
         hits = self._search(items[0].vector, k, filters, diversity)
         return [Recommendation(h.product_id, h.score, h.payload, "similar") for h in hits]
+
+    def search(self, query: str, vector: np.ndarray, k: int = 10,
+               filters: Filters | None = None, diversity: float = 0.0,
+               user_id: str | None = None, user_weight: float = 0.0) -> SearchResult:
+        """The ``k`` products closest to a free-text query's ``vector`` (the served version's
+        text side: see ``serving.search.query_vector``), filtered and diversified.
+
+        With ``user_id`` (and history) the query's best ``pool_size(k, 1)`` matches are
+        re-ranked by ``q.x + user_weight * u.x``, ``u`` the user tower's unit vector: the
+        user's taste re-orders what matches the query but never brings in a product that
+        does not (a blend searched over the whole index would). Bought products stay in."""
+        filters = filters or Filters()
+        user = self.user_vector(user_id)[0] if user_id is not None else None
+        if user is None or user_weight <= 0:
+            hits = self._search(vector, k, filters, diversity)
+            return SearchResult(query, [Recommendation(h.product_id, h.score, h.payload,
+                                                       "search") for h in hits], user_id)
+        _check_diversity(diversity)
+        hits = self.store.search(vector, pool_size(k, 1.0), filters, with_vectors=True)
+        if not hits:
+            return SearchResult(query, [], user_id, personalised=True)
+        stacked = np.stack([h.vector for h in hits])
+        unit = user / max(float(np.linalg.norm(user)), 1e-12)
+        scores = np.array([h.score for h in hits]) + user_weight * (stacked @ unit)
+        picks = mmr(scores, stacked, k, diversity)
+        return SearchResult(query, [Recommendation(hits[i].product_id, float(scores[i]),
+                                                   hits[i].payload, "search") for i in picks],
+                            user_id, personalised=True)
 
     def _search(self, vector: np.ndarray, k: int, filters: Filters,
                 diversity: float) -> list[Hit]:

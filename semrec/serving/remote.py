@@ -26,7 +26,7 @@ from semrec.catalog import Product
 from semrec.config import Settings
 from semrec.errors import UserError
 from semrec.index import IngestReport
-from semrec.serving.recommender import Feed, Recommendation
+from semrec.serving.recommender import Feed, Recommendation, SearchResult
 from semrec.store.base import Filters
 
 SERVER_FILE = "server.json"
@@ -133,6 +133,13 @@ class RemoteApi:
         answer = self.call("GET", path, params=_params(k, filters, diversity))
         return Feed(answer["user_id"], [_recommendation(i) for i in answer["items"]],
                     answer["personalised"], answer["history_size"])
+
+    def search(self, query: str, k: int, filters: Filters, diversity: float,
+               user_id: str | None = None) -> SearchResult:
+        params = [("q", query), ("user_id", user_id), *_params(k, filters, diversity)]
+        answer = self.call("GET", "/search", params=params)
+        return SearchResult(answer["query"], [_recommendation(i) for i in answer["items"]],
+                            answer["user_id"], answer["personalised"])
 
 
 def _params(k: int, filters: Filters, diversity: float) -> list[tuple[str, Any]]:

@@ -4,6 +4,8 @@ documented in the OpenAPI schema at ``/openapi.json`` and ``/docs``."""
 from __future__ import annotations
 
 import time
+from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -96,10 +98,25 @@ class ItemOut(BaseModel):
     source: str = Field(description="similar, history (personalised) or popular")
     because: str | None = Field(None, description="Feed: the history product that "
                                                   "contributed most to this item.")
+    image_url: str | None = Field(None, description=(
+        "The product's image on this server (GET it); null without an image."))
 
     @classmethod
     def of(cls, item: Recommendation) -> ItemOut:
-        return cls(**item.to_dict())
+        return cls(**public_fields(item.product_id, item.to_dict()))
+
+
+def image_url(product_id: str) -> str:
+    """The URL path of a product's image endpoint (``GET /items/{id}/image``)."""
+    return f"/items/{quote(product_id, safe='')}/image"
+
+
+def public_fields(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` as a client may see them: the image's location on the server's disk (or
+    its source URL) replaced by ``image_url``."""
+    out = {k: v for k, v in fields.items() if k != "image"}
+    out["image_url"] = image_url(product_id) if fields.get("image") else None
+    return out
 
 
 class SimilarOut(BaseModel):

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -68,6 +69,16 @@ async def read_access(request: Request, given: Presented) -> None:
         check_key(request.app.state.api_key, given)
 
 
+async def holds_key(request: Request, given: Presented) -> bool:
+    """A dependency: whether the request carries the server's key (False when none is
+    configured: then nobody holds one). What only the operator may see, e.g. the data
+    directory's path in ``/info``, is shown to key holders alone."""
+    key = request.app.state.api_key
+    return key is not None and key_matches(given, key)
+
+KeyHolder = Annotated[bool, Depends(holds_key)]
+
+
 def serve_host(host: str, have_key: bool, open_without_key: bool) -> tuple[str, str | None]:
     """The interface to listen on, and a notice to print: without a key, loopback only
     unless ``open_without_key``."""
@@ -81,6 +92,20 @@ def serve_host(host: str, have_key: bool, open_without_key: bool) -> tuple[str, 
                       "this port can change the catalog and events")
     return "127.0.0.1", (f"no SEMREC_API_KEY set: listening on 127.0.0.1, not {host}; set "
                          "SEMREC_API_KEY, or pass --open-without-key")
+
+
+def public_info(data: dict[str, Any]) -> dict[str, Any]:
+    """``/info`` for a caller without the key: no data-directory path, the embedded store
+    named without its folder, a server store's URL without credentials, path or query."""
+    out = {k: v for k, v in data.items() if k != "home"}
+    store = str(out.get("store", ""))
+    if store.startswith("edge://"):
+        out["store"] = "edge (embedded)"
+    elif store:
+        parts = urlsplit(store)
+        port = f":{parts.port}" if parts.port else ""
+        out["store"] = f"{parts.scheme}://{parts.hostname or ''}{port}"
+    return out
 
 
 def scrub(message: str) -> str:

@@ -86,5 +86,10 @@ class ProductTable:
     def known(self, product_ids: Iterable[str]) -> set[str]:
         return set(self.get_many(product_ids))
 
+    def categories(self) -> list[tuple[str, int]]:
+        """Each category and its product count, by name."""
+        return self.conn.execute("SELECT category, COUNT(*) FROM products WHERE category IS "
+                                 "NOT NULL GROUP BY category ORDER BY category").fetchall()
+
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM products").fetchone()[0]
