@@ -3,6 +3,7 @@ when enabled, bounded downloads of http(s) image URLs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -12,7 +13,7 @@ import urllib.error
 import urllib.request
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -73,47 +74,51 @@ def decode_image(source: str | Path | IO[bytes], name: str | Path, *,
                  max_pixels: int = 40_000_000) -> Image.Image:
     """``load_image`` for a path or a binary file-like object (e.g. downloaded bytes);
     ``name`` is what an ``ImageError`` names. ``FileNotFoundError`` passes through."""
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:  # lazy: reads the header only
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageError(name, f"{width}x{height} is more than {max_pixels} pixels")
-                image.load()
-                return _upright_rgb(image)
-    except (ImageError, FileNotFoundError):
-        raise
-    except Image.UnidentifiedImageError:
-        raise ImageError(name, "not an image, or an unsupported image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(name, f"too many pixels ({exc})") from None
-    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ...) on bad data
-        raise ImageError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from exc
+    with _opened(source, name, max_pixels) as image:
+        try:
+            image.load()
+            return _upright_rgb(image)
+        except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ...)
+            raise ImageError(name, "corrupt or truncated image "
+                                   f"({type(exc).__name__}: {exc})") from exc
 
 
 def check_image(source: str | Path | IO[bytes], name: str | Path, *,
                 max_pixels: int = 40_000_000) -> None:
     """What ``decode_image`` checks before decoding: that ``source`` is an image of a known
     format whose header is readable and within ``max_pixels`` (and Pillow's bomb limit).
-    Reads the header only. Raises ``ImageError`` otherwise."""
+    Reads the header only. Raises ``ImageError`` otherwise (also for a missing file)."""
+    try:
+        with _opened(source, name, max_pixels):
+            pass
+    except FileNotFoundError:
+        raise ImageError(name, "file not found") from None
+
+
+@contextlib.contextmanager
+def _opened(source: str | Path | IO[bytes], name: str | Path,
+            max_pixels: int) -> Iterator[Image.Image]:
+    """The image, lazily opened (its header read, no pixel decoded) and checked against
+    ``max_pixels`` and Pillow's decompression-bomb limits; ``ImageError`` otherwise."""
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                width, height = image.size
+            image = Image.open(source)  # lazy: reads the header only
     except FileNotFoundError:
-        raise ImageError(name, "file not found") from None
+        raise
     except Image.UnidentifiedImageError:
         raise ImageError(name, "not an image, or an unsupported image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(name, f"too many pixels ({exc})") from None
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ...) on bad data
         raise ImageError(name, f"corrupt image header ({type(exc).__name__}: {exc})") from exc
-    if width * height > max_pixels:
-        raise ImageError(name, f"{width}x{height} is more than {max_pixels} pixels")
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(name, f"{width}x{height} is more than {max_pixels} pixels")
+        yield image
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:

@@ -59,3 +59,19 @@ def write_config(home: Path, image: dict[str, object] | None = None) -> Path:
     path = home / "semrec.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def api_client(home: Path, **update: object):  # noqa: ANN201 - a generator of TestClients
+    """The HTTP API on ``home`` through FastAPI's test client (settings from ``home``, with
+    ``update`` applied); the service is closed afterwards."""
+    from fastapi.testclient import TestClient
+
+    from semrec.config import load_settings
+    from semrec.serving.api import ApiService, create_app
+
+    service = ApiService(load_settings(home=home).model_copy(update=update))
+    try:
+        with TestClient(create_app(service), raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        service.close()

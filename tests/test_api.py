@@ -21,10 +21,10 @@ from semrec.config import load_settings
 from semrec.home import HomeBusy
 from semrec.index import ingest as index_ingest
 from semrec.index import write_all
-from semrec.serving.api import ApiService, Scheduler, create_app
+from semrec.serving.api import ApiService, Scheduler
 from semrec.towers import ItemTower, ItemTowerConfig, ModelRegistry
 from semrec.workspace import Workspace
-from tests.conftest import FIXTURES, write_config
+from tests.conftest import FIXTURES, api_client, write_config
 
 with open(FIXTURES / "catalog.csv", newline="", encoding="utf-8") as _f:
     CATALOG = {row["product_id"]: row for row in csv.DictReader(_f)}
@@ -48,12 +48,7 @@ def built_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _client(home: Path) -> Iterator[TestClient]:
-    service = ApiService(load_settings(home=home))
-    try:
-        with TestClient(create_app(service), raise_server_exceptions=False) as client:
-            yield client
-    finally:
-        service.close()
+    yield from api_client(home)
 
 
 @pytest.fixture(scope="module")
@@ -341,14 +336,7 @@ def test_the_server_owns_the_home(api: TestClient) -> None:
 def _guarded(home: Path, **api: object) -> Iterator[TestClient]:
     from semrec.config import ApiSettings
 
-    settings = load_settings(home=home).model_copy(update={
-        "api_key": SecretStr("k3y"), "api": ApiSettings(**api)})
-    service = ApiService(settings)
-    try:
-        with TestClient(create_app(service), raise_server_exceptions=False) as client:
-            yield client
-    finally:
-        service.close()
+    yield from api_client(home, api_key=SecretStr("k3y"), api=ApiSettings(**api))
 
 
 def test_key_limits_and_no_paths_in_errors(built_home: Path, tmp_path: Path) -> None:

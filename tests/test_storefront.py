@@ -19,10 +19,9 @@ from pydantic import SecretStr
 from ingest import image_source, read_catalog, read_events
 from semrec.config import ApiSettings, SearchSettings, load_settings
 from semrec.index import ingest as index_ingest
-from semrec.serving.api import ApiService, create_app
 from semrec.serving.rerank import pool_size
 from semrec.workspace import Workspace
-from tests.conftest import FIXTURES, write_config
+from tests.conftest import FIXTURES, api_client, write_config
 from tests.test_api import CATALOG, EVENTS, OUT_OF_STOCK
 
 
@@ -44,13 +43,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _client(home: Path, **update: Any) -> Iterator[TestClient]:
-    settings = load_settings(home=home).model_copy(update=update)
-    service = ApiService(settings)
-    try:
-        with TestClient(create_app(service), raise_server_exceptions=False) as client:
-            yield client
-    finally:
-        service.close()
+    yield from api_client(home, **update)
 
 
 def _copy(shop: Path, to: Path) -> Path:
