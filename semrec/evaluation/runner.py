@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from semrec.config import Settings
-from semrec.evaluation.base import EvalContext, Fitted, QuietStages, Stages
+from semrec.evaluation.base import EvalContext, QuietStages, Stages
 from semrec.evaluation.metrics import (
     BOOTSTRAP,
     LEVEL,
@@ -121,11 +121,13 @@ def evaluate_split(ctx: EvalContext, models: Sequence[str],
                   for group in GROUP_KEYS},
         "split_info": split.info, "models": {}, "cold": {}, "all": {}, "valid": {},
     }
-    families: dict[str, list[Fitted]] = {}
+    families: dict[str, list[tuple[str, float]]] = {}  # family -> (variant, valid score)
     ranked: dict[str, Ranked] = {}
     baselines: list[str] = []
     for name in models:
-        for fitted in get_runner(name)(ctx):
+        fitted_models = get_runner(name)(ctx)
+        while fitted_models:  # one at a time, so that a scored model's scorer (EASE's
+            fitted = fitted_models.pop(0)  # n x n weights) is freed before the next fit
             with ctx.stages.stage(f"{fitted.name}: score test", total=len(split.test.users)) \
                     as advance:
                 ranked[fitted.name] = rank_users(fitted.scorer, split.test.users,
@@ -141,18 +143,20 @@ def evaluate_split(ctx: EvalContext, models: Sequence[str],
             result.setdefault("info", {})[fitted.name] = {
                 k: v for k, v in fitted.info.items() if k != "params"}
             if fitted.family:
-                families.setdefault(fitted.family, []).append(fitted)
+                families.setdefault(fitted.family, []).append(
+                    (fitted.name, (fitted.valid or {}).get(ctx.primary, 0.0)))
             if fitted.baseline:
                 baselines.append(fitted.name)
+            del fitted
     aliases: dict[str, str] = {}
     for family, variants in families.items():
-        best = max(variants, key=lambda f: (f.valid or {}).get(ctx.primary, 0.0))
-        aliases[family] = best.name
-        result.setdefault("chosen", {})[family] = {"variant": best.name,
+        best = max(variants, key=lambda v: v[1])[0]  # ties: the first
+        aliases[family] = best
+        result.setdefault("chosen", {})[family] = {"variant": best,
                                                    "by": f"valid {ctx.primary}"}
         for key in ("models", "cold", "all", "valid"):
-            if best.name in result[key]:
-                result[key][family] = result[key][best.name]
+            if best in result[key]:
+                result[key][family] = result[key][best]
     result["bootstrap"] = {"resamples": bootstrap, "level": LEVEL, "unit": "test users",
                            "seed": ctx.seed, "paired": True}
     result["ci"], result["verdict"] = {}, {}
@@ -215,8 +219,8 @@ def verdict_line(group: str, v: dict[str, Any]) -> str:
     if v["ratio"] is None:
         lo, hi = v["difference_ci"]
         sure = "above 0" if v["difference_ci_above_0"] else "not above 0"
-        return (f"{head}: the baseline finds nothing; difference CI [{lo:.4f}, {hi:.4f}] "
-                f"is {sure}")
+        return (f"{head}: no baseline finds any target (so no ratio); the difference's 95% "
+                f"CI [{lo:.4f}, {hi:.4f}] is {sure}")
     lo, hi = v["ratio_ci"]
     where = "at least" if v["at_least_baseline"] else "below"
     sure = "lies above 1" if v["ratio_ci_above_1"] else "does not lie above 1"
