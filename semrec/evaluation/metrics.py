@@ -126,11 +126,13 @@ def bootstrap_means(values: np.ndarray, resamples: int = BOOTSTRAP, seed: int = 
         raise ValueError("no users to resample")
     rng = np.random.default_rng(seed)
     out = np.empty((m, resamples), np.float64)
-    chunk = max(1, 4_000_000 // (m * n))  # resamples gathered at once: ~32 MB
+    chunk = max(1, 4_000_000 // n)  # resamples drawn at once: ~32 MB of indices
     for start in range(0, resamples, chunk):
         stop = min(start + chunk, resamples)
         idx = rng.integers(0, n, size=(stop - start, n))
-        out[:, start:stop] = values[:, idx].mean(axis=2)
+        # how often each user was drawn, per resample: the means are one matrix product
+        counts = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
+        out[:, start:stop] = values @ counts.T / n
     return out
 
 

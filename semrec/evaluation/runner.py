@@ -17,6 +17,7 @@ touched; only the encoder/tower/user settings are taken from the user's configur
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Sequence
@@ -164,8 +165,12 @@ def evaluate_split(ctx: EvalContext, models: Sequence[str],
         if not mask.any():
             continue
         key = GROUP_KEYS[group]
-        ci, verdict = compare(ranked, mask, ctx.ks, result[key], baselines,
-                              aliases.get("semrec"), bootstrap, ctx.seed)
+        if group == "all" and "cold" not in masks:  # all users are the warm ones
+            ci, verdict = copy.deepcopy(result["ci"]["models"]), \
+                copy.deepcopy(result["verdict"].get("models"))
+        else:
+            ci, verdict = compare(ranked, mask, ctx.ks, result[key], baselines,
+                                  aliases.get("semrec"), bootstrap, ctx.seed)
         ci.update({family: ci[variant] for family, variant in aliases.items()})
         result["ci"][key] = ci
         if verdict is not None:
