@@ -16,7 +16,17 @@ from semrec.catalog import Event, Product
 from semrec.cli import app
 from semrec.config import load_settings
 from semrec.evaluation import EvalContext, make_dataset, make_split, rank_users, summarise
-from semrec.evaluation.baselines import AlsGrid, popularity_scorer, tune_als
+from semrec.evaluation.baselines import (
+    AlsGrid,
+    EaseSearch,
+    ease_weights,
+    fit_ease,
+    popularity_scorer,
+    tune_als,
+    tune_ease,
+)
+from semrec.evaluation.metrics import Ranked, bootstrap_means, interval
+from semrec.evaluation.runner import compare
 from semrec.evaluation.splits import Dataset, Phase, Split
 
 # --- synthetic data ---------------------------------------------------------------------------
@@ -213,7 +223,7 @@ def test_popularity_cannot_score_products_without_training_events() -> None:
 
 SMALL_GRID = AlsGrid(start={"factors": 8, "regularization": 0.01, "alpha": 1.0,
                             "iterations": 5},
-                     sweeps=(("alpha", (1.0, 10.0)), ("factors", (4, 8))))
+                     sweeps=(("alpha", (1.0, 10.0)), ("factors", (4, 8))), final=())
 
 
 def test_als_tuning_never_sees_test_targets(tmp_path: Path) -> None:
@@ -227,7 +237,9 @@ def test_als_tuning_never_sees_test_targets(tmp_path: Path) -> None:
     other = Split(s.kind, s.n_users, s.n_items, s.valid, scrambled, s.cold_items, s.test_cold)
     params2, valid2, trials2 = tune_als(context(d, other, tmp_path), SMALL_GRID)
     assert (params, valid, trials) == (params2, valid2, trials2)
-    assert len(trials) == 3  # start, alpha=10, factors=4: repeats are not refitted
+    # the 2 x 2 grid at most, each configuration once: repeats are not refitted
+    configs = {(t["alpha"], t["factors"]) for t in trials}
+    assert 3 <= len(configs) == len(trials) <= 4
 
 
 def test_tuned_als_finds_the_clusters(tmp_path: Path) -> None:
@@ -241,6 +253,135 @@ def test_tuned_als_finds_the_clusters(tmp_path: Path) -> None:
     # inside the cluster, 0.1 over the catalog.
     assert metrics["recall@10"] > 0.3
     assert set(als.info["params"]) == {"factors", "regularization", "alpha", "iterations"}
+
+
+def test_als_search_tries_small_models_and_strong_confidence_on_small_data(
+        tmp_path: Path) -> None:
+    d = clustered_dataset()  # 100 products, 300 users
+    s = make_split(d, "last")
+    params, valid, trials = tune_als(context(d, s, tmp_path), AlsGrid())
+    tried = {(t["factors"], t["alpha"]) for t in trials}
+    assert {16, 32} <= {f for f, _ in tried}
+    assert max(a for _, a in tried) >= 40
+    assert max(f for f, _ in tried) <= d.n_items  # 128 and 256 factors dropped: 100 items
+    assert len(trials) <= AlsGrid().max_fits
+    assert {t["iterations"] for t in trials} == {15, 30}
+    best = max(trials, key=lambda t: (t["recall@10"], t["mrr"]))
+    assert valid["recall@10"] == best["recall@10"]
+    assert params["factors"] in (16, 32, 64)
+
+
+# --- EASE -------------------------------------------------------------------------------------
+
+
+def pairs_dataset() -> Dataset:
+    """Products come in pairs bought together: (0, 1) by 30 users, (2, 3) by 10, (4, 5) by
+    20, in either order; P0006 is never bought. User "x" buys 0, then 2, then 1."""
+    events = []
+    for pair, n in enumerate((30, 10, 20)):
+        for u in range(n):
+            first, second = (2 * pair, 2 * pair + 1)[:: 1 if u % 2 else -1]
+            events += [Event(f"u{pair}-{u}", f"P{first:04d}", 0.0),
+                       Event(f"u{pair}-{u}", f"P{second:04d}", 1.0)]
+    events += [Event("x", "P0000", 0.0), Event("x", "P0002", 1.0), Event("x", "P0001", 2.0)]
+    return make_dataset(products(7), events)
+
+
+def test_ease_finds_the_partner_product_and_cannot_score_unbought_ones() -> None:
+    d = pairs_dataset()
+    s = make_split(d, "last")  # x: training 0, validation target 2, test target 1
+    assert s.test.users.tolist() == [d.user_ids.index("x")] and s.test.targets.tolist() == [1]
+    scorer = fit_ease(s.test.train, d.n_users, d.n_items, 1.0)
+    assert np.isneginf(scorer(s.test.users)[0, 6])
+    # x has 0 and 2: their partners come first, 1 (30 buyers of the pair) before 3 (10)
+    ranked = rank_test(s, scorer, kmax=3)
+    assert ranked.ranks.tolist() == [0]
+    assert ranked.top[0, :2].tolist() == [1, 3]
+
+
+def test_ease_weights_match_the_float64_closed_form() -> None:
+    import scipy.sparse as sp
+
+    x = sp.random(200, 60, density=0.08, random_state=3, format="csr")  # values != 1
+    weights = ease_weights(x, 7.0)
+    binary = (x > 0).astype(np.float64)
+    p = np.linalg.inv((binary.T @ binary).toarray() + 7.0 * np.eye(60))
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    assert weights.dtype == np.float32
+    np.testing.assert_allclose(weights, expected, atol=1e-5)
+
+
+def test_ease_lambda_is_chosen_on_validation_only_and_refined(tmp_path: Path) -> None:
+    d = clustered_dataset()
+    s = make_split(d, "last")
+    search = EaseSearch(coarse=(1.0, 10.0, 100.0))
+    lam, valid, trials = tune_ease(context(d, s, tmp_path), search)
+    scrambled = Phase(s.test.train.select(np.arange(len(s.test.train)) % 2 == 0),
+                      s.test.users, np.zeros(len(s.test.users), np.int64))
+    other = Split(s.kind, s.n_users, s.n_items, s.valid, scrambled, s.cold_items, s.test_cold)
+    assert tune_ease(context(d, other, tmp_path), search) == (lam, valid, trials)
+    lambdas = sorted(t["lambda"] for t in trials)
+    assert {1.0, 10.0, 100.0} <= set(lambdas)
+    best = max(trials, key=lambda t: (t["recall@10"], t["mrr"], t["lambda"]))
+    assert lam == best["lambda"] and valid["recall@10"] == best["recall@10"]
+    # the half decades either side of the best were tried (where inside the bounds)
+    for near in (lam / np.sqrt(10), lam * np.sqrt(10)):
+        if search.low <= near <= search.high:
+            assert any(abs(v - near) / near < 1e-3 for v in lambdas)
+
+
+# --- confidence intervals ---------------------------------------------------------------------
+
+
+def test_bootstrap_interval_of_a_known_hit_rate() -> None:
+    hits = np.zeros(400)
+    hits[:120] = 1.0  # p = 0.3: normal approximation 0.3 +- 1.96 * sqrt(.21 / 400) = 0.045
+    low, high = interval(bootstrap_means(hits, 2000, seed=1)[0])
+    assert abs(low - 0.255) < 0.01 and abs(high - 0.345) < 0.01
+    assert interval(bootstrap_means(np.full(50, 0.25), 200)[0]) == (0.25, 0.25)
+    # seeded: the same samples again
+    assert (bootstrap_means(hits, 100, seed=1) == bootstrap_means(hits, 100, seed=1)).all()
+
+
+def ranked_from_hits(hits: np.ndarray) -> Ranked:
+    """Rank 0 where ``hits``, rank 100 elsewhere."""
+    return Ranked(np.where(hits, 0, 100).astype(np.int64), np.zeros((len(hits), 0), np.int64))
+
+
+def test_ratio_to_the_best_baseline_is_paired_and_gives_a_verdict() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(2000) < 0.1
+    ranked = {"pop": ranked_from_hits(rng.random(2000) < 0.02), "als": ranked_from_hits(base),
+              "semrec-mean": ranked_from_hits(base | (rng.random(2000) < 0.1))}
+    mask = np.ones(2000, bool)
+    points = {n: summarise(r, (10,), 50) for n, r in ranked.items()}
+    points["semrec"] = points["semrec-mean"]
+    ci, verdict = compare(ranked, mask, (10,), points, ["pop", "als"], "semrec-mean", 500, 0)
+    assert verdict["best_baseline"] == "als"
+    assert verdict["ratio"] == pytest.approx(points["semrec"]["recall@10"]
+                                             / points["als"]["recall@10"], abs=1e-4)
+    low, high = ci["ratio"]
+    assert 1.0 < low < verdict["ratio"] < high  # semrec hits every user als hits, and more
+    assert verdict["at_least_baseline"] and verdict["ratio_ci_above_1"]
+    # paired: a model against itself has a ratio of exactly 1 in every resample
+    same = {"als": ranked["als"], "semrec-mean": ranked["als"]}
+    points["semrec"] = points["als"]
+    ci, verdict = compare(same, mask, (10,), points, ["als"], "semrec-mean", 200, 0)
+    assert ci["ratio"] == [1.0, 1.0] and ci["difference"] == [0.0, 0.0]
+    assert verdict["at_least_baseline"] and not verdict["ratio_ci_above_1"]
+
+
+def test_a_baseline_that_finds_nothing_has_no_ratio_but_a_difference() -> None:
+    ranked = {"als": ranked_from_hits(np.zeros(300, bool)),
+              "semrec-mean": ranked_from_hits(np.arange(300) % 5 == 0)}
+    points = {n: summarise(r, (10,), 50) for n, r in ranked.items()}
+    points["semrec"] = points["semrec-mean"]
+    ci, verdict = compare(ranked, np.ones(300, bool), (10,), points, ["als"], "semrec-mean",
+                          300, 0)
+    assert ci["ratio"] is None and verdict["ratio"] is None
+    assert verdict["ratio_ci_above_1"] is None and verdict["difference_ci_above_0"]
+    assert ci["difference"][0] > 0.1  # 0.2 of 300 users: far from 0
 
 
 # --- the command, end to end -----------------------------------------------------------------
@@ -297,12 +438,19 @@ def test_evaluate_writes_one_result_per_model_and_group(evaluated) -> None:
     assert result["dataset"] == "data" and result["split"] == "last"
     assert result["users"]["warm"] + result["users"]["cold"] == 80
     assert result["users"]["cold"] > 0
-    for group in ("models", "cold"):
-        assert set(result[group]) == {"popularity", "als", "semrec", "semrec-mean",
-                                      "semrec-recency", "semrec-trained-sequential-id"}
-        assert set(result[group]["als"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10",
-                                             "coverage@5", "coverage@10", "mrr"}
+    names = {"popularity", "als", "ease", "semrec", "semrec-mean", "semrec-recency",
+             "semrec-trained-sequential-id"}
+    for group in ("models", "cold", "all"):
+        assert set(result[group]) == names
+        for name in names:  # coverage for every model, in every group
+            assert set(result[group][name]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10",
+                                                "coverage@5", "coverage@10", "mrr"}
+        assert set(result["ci"][group]) == names | {"ratio", "difference"}
+    # trained candidates say so in their names; untrained ones do not
+    trained = {n for n in names if result["info"].get(n, {}).get("epochs") is not None}
+    assert trained == {n for n in names if "trained" in n} == {"semrec-trained-sequential-id"}
     assert set(result["als_params"]) == {"factors", "regularization", "alpha", "iterations"}
+    assert set(result["ease_params"]) == {"lambda"}
     chosen = result["chosen"]["semrec"]["variant"]
     assert result["models"]["semrec"] == result["models"][chosen]
     assert {"read", "split", "semrec: ingest", "als: tune", "total"} <= set(result["seconds"])
@@ -320,10 +468,49 @@ def test_semrec_ranks_cold_products_that_als_cannot(evaluated) -> None:
     assert result["models"]["semrec"]["recall@10"] > 0.4
 
 
+def test_all_users_are_the_user_weighted_mix_of_warm_and_cold(evaluated) -> None:
+    result, _, _ = evaluated
+    n_warm, n_cold = result["users"]["warm"], result["users"]["cold"]
+    assert result["users"]["all"] == n_warm + n_cold
+    for name, metrics in result["all"].items():
+        for metric in ("recall@5", "recall@10", "ndcg@10", "mrr"):
+            mix = (n_warm * result["models"][name][metric]
+                   + n_cold * result["cold"][name][metric]) / (n_warm + n_cold)
+            assert metrics[metric] == pytest.approx(mix, abs=2e-6), (name, metric)
+        # coverage is not a mean: all users' top lists cover at least each group's
+        assert metrics["coverage@10"] >= max(result["models"][name]["coverage@10"],
+                                             result["cold"][name]["coverage@10"])
+
+
+def test_intervals_hold_the_point_estimates_and_the_verdict_names_the_best_baseline(
+        evaluated) -> None:
+    result, _, _ = evaluated
+    for group in ("models", "cold", "all"):
+        for name, metrics in result[group].items():
+            low, high = result["ci"][group][name]["recall@10"]
+            assert low <= metrics["recall@10"] <= high
+        verdict = result["verdict"][group]
+        metric = verdict["metric"]
+        assert metric == "recall@5"  # the first --k
+        best = max(("popularity", "als", "ease"), key=lambda b: result[group][b][metric])
+        assert result[group][verdict["best_baseline"]][metric] == result[group][best][metric]
+        assert verdict["semrec"] == result["chosen"]["semrec"]["variant"]
+        assert verdict["at_least_baseline"] == (result[group]["semrec"][metric]
+                                                >= result[group][best][metric])
+    # cold: no baseline can score a cold product, so there is no ratio, only a difference
+    assert result["verdict"]["cold"]["ratio"] is None
+    assert result["verdict"]["cold"]["difference_ci_above_0"]
+
+
 def test_evaluate_leaves_the_users_data_directory_alone_and_writes_a_report(evaluated) -> None:
-    _, tmp, home = evaluated
+    result, tmp, home = evaluated
     assert not home.exists()
-    assert (tmp / "report" / "report.md").read_text().count("| als |") >= 2
+    report = (tmp / "report" / "report.md").read_text()
+    assert report.count("| ease |") >= 3  # warm, cold, all (and validation)
+    low, high = result["ci"]["models"]["als"]["recall@10"]
+    assert f"{result['models']['als']['recall@10']:.4f} [{low:.4f}, {high:.4f}]" in report
+    for verdict in result["verdict"].values():
+        assert verdict["text"] in report
     assert (tmp / "report" / "recall.png").read_bytes()[:4] == b"\x89PNG"
 
 

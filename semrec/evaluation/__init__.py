@@ -1,12 +1,14 @@
 """Offline evaluation: one shared split, honest baselines, full-ranking metrics.
 
     splits.py         Dataset (integer-indexed events), ``last``/``temporal`` splits, cold items
-    metrics.py        ranks of targets in full rankings; recall/NDCG@k, MRR, coverage@k
+    metrics.py        ranks of targets in full rankings; recall/NDCG@k, MRR, coverage@k;
+                      paired bootstrap intervals
     base.py           EvalContext (what a model runner gets), Fitted (what it returns)
-    baselines.py      popularity; ALS (implicit) tuned on the validation targets
+    baselines.py      popularity; ALS (implicit) and EASE tuned on the validation targets
     semrec_models.py  semrec through its real ingest pipeline and user pooling
     models.py         the registry of model runners (``register_model`` for new ones)
     runner.py         ``evaluate(config, settings)``: one run end to end, results as JSON
+                      (groups, intervals, semrec's ratio to the best baseline, verdict)
     report.py         Markdown report and recall@k plot
     cli.py            the ``semrec evaluate`` command
 """

@@ -34,6 +34,8 @@ class Fitted:
 
     ``family`` groups variants (``semrec-mean``, ``semrec-recency`` -> ``semrec``): the
     variant with the best validation score is reported under the family's name.
+    ``baseline`` marks what semrec is compared with (popularity, ALS, EASE): the best of
+    them per group is the denominator of semrec's ratio.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Fitted:
     family: str | None = None
     valid: dict[str, float] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    baseline: bool = False
 
 
 class Stages(Protocol):

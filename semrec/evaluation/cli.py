@@ -18,18 +18,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from semrec.config import ConfigError, load_settings
-from semrec.evaluation.base import ModelUnavailable
+from semrec.config import load_settings
+from semrec.errors import reported
+from semrec.evaluation.metrics import BOOTSTRAP
 from semrec.evaluation.models import DEFAULT_MODELS
-from semrec.evaluation.report import GROUP_TITLES, metric_columns, table_rows, write_report
+from semrec.evaluation.report import (
+    GROUP_TITLES,
+    metric_columns,
+    shown_groups,
+    table_rows,
+    verdict_lines,
+    write_report,
+)
 from semrec.evaluation.runner import DEFAULT_KS, EvalConfig
 from semrec.evaluation.runner import evaluate as run_evaluation
 from semrec.evaluation.splits import SPLITS
-from semrec.home import HomeBusy
 
 out = Console(width=None if sys.stdout.isatty() else 200)  # wide tables in logs and pipes
 err = Console(stderr=True, soft_wrap=True)  # one error, one line
-USER_ERRORS = (ValueError, FileNotFoundError, ConfigError, ModelUnavailable, HomeBusy)
 
 
 class RichStages:
@@ -86,26 +92,29 @@ def evaluate(
     workdir: Annotated[Path | None, typer.Option(
         "--workdir", help="Keep the evaluation's data directory here (reused next time, so "
         "features are not re-encoded); default a temporary one, deleted.")] = None,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", min=100, help="Resamples of the test users per 95% confidence "
+        "interval (default 1000).")] = BOOTSTRAP,
 ) -> None:
-    """Evaluate popularity, tuned ALS and semrec on one split, with full ranking."""
-    try:
+    """Evaluate popularity, tuned ALS and EASE, and semrec on one split, with full ranking
+    and bootstrap confidence intervals."""
+    with reported(err):
         ks = tuple(sorted({int(v) for v in _listed(k, DEFAULT_KS)}))
         if not ks or ks[0] < 1:
             raise ValueError("--k values must be positive integers")
         config = EvalConfig(catalog=catalog, events=events, split=split, cold_items=cold_items,
                             ks=ks, models=tuple(_listed(models, DEFAULT_MODELS)), seed=seed,
-                            quantile=quantile, workdir=workdir, train_minutes=train_minutes)
+                            quantile=quantile, workdir=workdir, train_minutes=train_minutes,
+                            bootstrap=bootstrap)
         settings = load_settings(home=ctx.obj if isinstance(ctx.obj, Path | str) else None)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=err, transient=False)
         with progress:
             result = run_evaluation(config, settings, RichStages(progress))
-    except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    for group in ("models", "cold"):
-        if result.get(group):
-            _print_table(result, group)
+    for group in shown_groups(result):
+        _print_table(result, group)
+    for line in verdict_lines(result):
+        out.print(line, highlight=False)
     out.print(f"total {result['seconds']['total']:.0f} s")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +126,7 @@ def evaluate(
 
 
 def _print_table(result: dict, group: str) -> None:
-    n = result["users"]["warm" if group == "models" else "cold"]
+    n = result["users"][{"models": "warm"}.get(group, group)]
     table = Table(title=f"{result['dataset']} ({result['split']}): {GROUP_TITLES[group]}, "
                         f"{n} users")
     for column in ("model", *metric_columns(result)):
