@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from semrec.encoders.base import to_rgb
+
 if TYPE_CHECKING:
     from semrec.index.builder import ImageSource
 
@@ -33,7 +35,6 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_WHITE = (255, 255, 255, 255)
 #: The only URL schemes ever fetched (and followed in redirects).
 URL_SCHEMES = ("http", "https")
 DEFAULT_MAX_DOWNLOAD_BYTES = 20_000_000
@@ -101,12 +102,10 @@ def decode_image(source: str | Path | IO[bytes], name: str | Path, *,
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:
-    """A new RGB image, independent of ``image``'s file."""
-    if "A" in image.getbands() or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
-    else:
-        rgb = image.convert("RGB")
+    """A new 8-bit RGB image, independent of ``image``'s file (any mode: see ``to_rgb``)."""
+    rgb = to_rgb(image)
+    if rgb is image:
+        rgb = image.copy()
     method = _UPRIGHT.get(_orientation(image))
     return rgb if method is None else rgb.transpose(method)
 

@@ -221,6 +221,8 @@ class IndexBuilder:
             return True
         if old.model_version != self.model_version:
             return True
+        if old.text_key != w.text_key or old.image_key not in (None, w.image_key):
+            return True  # an encoder or its weights changed: encode again, from the files
         # Unchanged, but indexed text-only while its image could now be added.
         if w.image_key is not None and old.image_key is None:
             cached = not self.features.missing([w.image_key])

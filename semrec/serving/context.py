@@ -16,6 +16,7 @@ from semrec.encoders import (
     create_text_encoder,
     image_dim,
     image_encoder_id,
+    image_encoder_name,
     text_dim,
     text_encoder_id,
 )
@@ -72,7 +73,11 @@ class Semrec:
             manifest = self._create_initial_model()
             version = manifest.version
         tower, manifest, _ = self.models.load(version)
-        self._check_encoders(manifest)
+        if create and manifest.kind == "init" and manifest.encoders != self._encoder_names():
+            # An untrained model holds nothing learnt: rebuild it on the configured encoders
+            # (the new version re-indexes every product; cached features are kept).
+            tower, manifest, _ = self.models.load(self._create_initial_model().version)
+        self._check_encoders(manifest, exact=create)
         return tower, manifest
 
     def _create_initial_model(self) -> ModelManifest:
@@ -86,15 +91,24 @@ class Semrec:
         self.models.promote(manifest.version)
         return manifest
 
-    def _encoder_names(self) -> dict[str, str]:
-        return {"text": self.settings.text.model, "image": self.settings.image.model}
+    def _encoder_names(self, exact: bool = True) -> dict[str, str]:
+        image = self.settings.image  # exact: a fallback that stands in, by its name
+        return {"text": self.settings.text.model,
+                "image": image_encoder_name(image) if exact else image.model}
 
-    def _check_encoders(self, manifest: ModelManifest) -> None:
-        configured = self._encoder_names()
+    def _check_encoders(self, manifest: ModelManifest, exact: bool = True) -> None:
+        """Indexing (``exact``) needs the model built on the encoders that will run; a query
+        encodes nothing, so the configured image model or its fallback will do (and no time
+        goes on looking for CLIP weights)."""
+        configured = self._encoder_names(exact)
+        image = self.settings.image
+        if not exact and manifest.encoders.get("image") in (image.model, image.fallback):
+            configured = {**configured, "image": manifest.encoders["image"]}
         if manifest.encoders != configured:
             raise ModelMismatch(
                 f"model {manifest.version} was built on encoders {manifest.encoders}, but the "
-                f"config names {configured}; use a new --home for different encoders"
+                f"config names {configured}; use a new --home for different encoders (an untrained "
+                "model is rebuilt on them by `semrec ingest`)"
             )
 
     # -- stages --------------------------------------------------------------------------
