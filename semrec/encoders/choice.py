@@ -63,8 +63,8 @@ def choose_image_encoder(settings: ImageEncoderSettings) -> ImageChoice:
         weights = resolve_weights(settings)
     except EncoderUnavailable as exc:
         return _fall_back(settings, dim, str(exc))
-    return ImageChoice(settings.model, "open_clip", dim, id=open_clip_id(settings.model, weights),
-                       weights=weights)
+    return ImageChoice(settings.model, "open_clip", dim, weights=weights,
+                       id=open_clip_id(settings.model, settings.pretrained))
 
 
 def _registered(name: str, spec: dict[str, Any], enabled: bool = True,

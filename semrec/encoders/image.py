@@ -70,7 +70,7 @@ class OpenClipEncoder:
         model.eval()
         return cls(
             model, preprocess, open_clip.get_tokenizer(settings.model),
-            id=open_clip_id(settings.model, weights), dim=open_clip_dim(settings),
+            id=open_clip_id(settings.model, settings.pretrained), dim=open_clip_dim(settings),
             batch_size=settings.batch_size,
         )
 
@@ -126,7 +126,8 @@ def middle(image: Image, max_ratio: float = 2.0) -> Image:
 
 def open_clip_id(model: str, weights: str) -> str:
     """``open_clip:<model>:<weights>``: a local file by the digest of its bytes, a pretrained
-    tag by the tag (open_clip pins each tag to one published file)."""
+    tag by the tag (open_clip pins each tag to one published file; so the id is the same
+    before and after the download lands in the Hugging Face cache)."""
     path = Path(weights).expanduser()
     tag = f"sha256={weights_digest(path)}" if path.is_file() else weights
     return f"open_clip:{model}:{tag}"
