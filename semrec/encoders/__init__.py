@@ -85,11 +85,11 @@ def create_image_encoder(settings: ImageEncoderSettings) -> Encoder:
     """The image encoder that runs for ``settings`` (``choose_image_encoder``), with its own
     preprocessing; raises ``EncoderUnavailable`` when it cannot be loaded."""
     choice = choose_image_encoder(settings)
+    if choice.problem is not None:
+        raise EncoderUnavailable(choice.problem)
     if choice.backend != "open_clip":
         assert choice.spec is not None
         return IMAGE_BACKENDS[choice.backend].load(choice.model, choice.spec, settings.batch_size)
-    if choice.problem is not None:
-        raise EncoderUnavailable(choice.problem)
     encoder = OpenClipEncoder.load(settings, choice.weights)
     encoder.id = choice.id
     return encoder

@@ -71,9 +71,12 @@ def _registered(name: str, spec: dict[str, Any], enabled: bool = True,
                 replaces: str | None = None) -> ImageChoice:
     if spec.get("modality") != "image":
         raise EncoderUnavailable(f"{name!r} is not an image encoder (see encoders/known.json)")
-    ident = efficientnet_id(name, spec) if enabled else ""
+    try:
+        ident, problem = (efficientnet_id(name, spec) if enabled else ""), None
+    except EncoderUnavailable as exc:  # packages missing: loading says so, the run goes on
+        ident, problem = f"{spec['backend']}:{name}", str(exc)
     return ImageChoice(name, spec["backend"], int(spec["dim"]), id=ident, spec=spec,
-                       replaces=replaces)
+                       problem=problem, replaces=replaces)
 
 
 def _fall_back(settings: ImageEncoderSettings, dim: int, reason: str) -> ImageChoice:
