@@ -6,7 +6,7 @@ objects the pipeline loaded (``workspace.encoders.text()``/``.image()``):
 
 - text: ``encode_text`` on every product's ``Product.text()``, in one call;
 - images: ``ImageSource.load`` (PIL decode to RGB, single-threaded) and ``encode_image`` on
-  the decoded images, in chunks of the builder's batch size; decode and encode are timed
+  the decoded images, in chunks of the pipeline's batch size; decode and encode are timed
   separately so the overhead can be stated with and without decode.
 
 The raw passes run before *and* after the pipeline (``--raw-passes 2``, the default) and the
@@ -20,6 +20,12 @@ Run from the repository root::
 
     python -m bench.ingest_throughput --dataset ../shared/datasets/amazon-games
     python -m bench.ingest_throughput --dataset ../shared/datasets/hm-fashion --limit 2000
+    python -m bench.ingest_throughput --dataset ../shared/datasets/hm-fashion \
+        --image-model efficientnet-lite0
+
+``--image-model`` picks the image encoder: an open_clip model with random weights
+(``--weights``, default ViT-B-32), or a registry encoder with its bundled weights
+(``efficientnet-lite0``, the same as ``SEMREC_IMAGE__MODEL=efficientnet-lite0``).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from bench._common import OUT, command_line, machine, write_result
 from ingest import image_digest, load_image, read_catalog
 from semrec.catalog import ImageSource, Product
 from semrec.config import ImageEncoderSettings, load_settings
-from semrec.encoders import Encoder
+from semrec.encoders import Encoder, known_encoders
 from semrec.index import BATCH
 from semrec.index import ingest as index_products
 from semrec.workspace import Workspace
@@ -142,6 +148,7 @@ def one_repeat(products: list[Product], texts: list[str], paths: list[Path],
                 passes.append(raw_pass(text_enc, image_enc, images, texts, paths))
                 print(f"  raw pass {i + 1}: {_fmt(passes[-1])}", flush=True)
             indexed = ws.products.count()
+            encoder_ids = {"text": text_enc.id, "image": image_enc.id if image_enc else None}
     finally:
         if keep_home is None:
             shutil.rmtree(home, ignore_errors=True)
@@ -153,6 +160,7 @@ def one_repeat(products: list[Product], texts: list[str], paths: list[Path],
     encoder_stage_s = stages.get("encode_text", 0.0) + stages.get("encode_image", 0.0)
     outside_encoders_s = pipeline_s - encoder_stage_s
     return {
+        "encoders": encoder_ids,
         "load_encoders_s": round(load_s, 3), "warmup_s": round(warmup_s, 3),
         "raw_passes": [{k: round(v, 3) for k, v in p.items()} for p in passes],
         "raw_with_decode_s": round(raw_with_decode, 3),
@@ -177,19 +185,27 @@ def one_repeat(products: list[Product], texts: list[str], paths: list[Path],
     }
 
 
+def image_settings_for(model: str, weights: Path, with_images: bool) -> ImageEncoderSettings:
+    """A registry encoder with its own weights, or open_clip ``model`` with random ones."""
+    if not with_images:
+        return ImageEncoderSettings(enabled=False)
+    if model in known_encoders():
+        return ImageEncoderSettings(model=model, fallback="")
+    return ImageEncoderSettings(model=model, pretrained=str(random_clip_weights(weights, model)),
+                                allow_download=False, fallback="")
+
+
 def run(dataset: Path, limit: int | None, weights: Path, text_only: bool,
-        raw_passes: int, repeats: int, keep_home: Path | None = None) -> dict[str, Any]:
+        raw_passes: int, repeats: int, keep_home: Path | None = None,
+        image_model: str = "ViT-B-32") -> dict[str, Any]:
     """Load the catalog; per repeat, time raw encoders and the pipeline in a fresh home."""
     catalog = read_catalog(dataset / "catalog.csv")
     products: list[Product] = catalog.items[:limit] if limit else catalog.items
     with_images = not text_only and any(p.image is not None for p in products)
     texts = [p.text() for p in products]
     paths = [p.image for p in products if p.image is not None] if with_images else []
-    image_settings = (
-        ImageEncoderSettings(model="ViT-B-32", pretrained=str(random_clip_weights(weights)),
-                             allow_download=False)
-        if with_images else ImageEncoderSettings(enabled=False)
-    )
+    image_settings = image_settings_for(image_model, weights, with_images)
+    random_weights = with_images and image_model not in known_encoders()
     runs = []
     for i in range(repeats):
         print(f"repeat {i + 1}/{repeats}", flush=True)
@@ -200,7 +216,8 @@ def run(dataset: Path, limit: int | None, weights: Path, text_only: bool,
     return {
         "dataset": str(dataset), "products": n, "images": len(paths),
         "text_only": not with_images, "limit": limit, "repeats": repeats,
-        "image_weights": str(weights) if with_images else None,
+        "image_model": image_model if with_images else None,
+        "image_weights": str(weights) if random_weights else None,
         "runs": runs,
         "throughput_per_s_fastest_repeat": {
             "pipeline": round(n / best["pipeline_s"], 2),
@@ -223,7 +240,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None,
                         help="only the first N products of the catalog (default: all)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                        help="open_clip ViT-B-32 checkpoint (random one created if absent)")
+                        help="open_clip checkpoint for an open_clip --image-model (random one "
+                             "created if absent)")
+    parser.add_argument("--image-model", default="ViT-B-32",
+                        help="open_clip model (random --weights) or a registry image encoder "
+                             "with its bundled weights, e.g. efficientnet-lite0")
     parser.add_argument("--text-only", action="store_true",
                         help="ignore images even if the catalog has them")
     parser.add_argument("--raw-passes", type=int, default=2, choices=(1, 2),
@@ -240,7 +261,8 @@ def main() -> None:
     info = machine()
     print(f"machine: {info}")
     result = run(args.dataset.resolve(), args.limit, args.weights.resolve(), args.text_only,
-                 args.raw_passes, args.repeats, args.home.resolve() if args.home else None)
+                 args.raw_passes, args.repeats, args.home.resolve() if args.home else None,
+                 args.image_model)
     result = {"command": cmd, "machine": info, **result, "loadavg_at_end": os.getloadavg()}
     n = result["products"]
     print(f"products: {n} (images: {result['images']})")

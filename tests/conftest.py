@@ -52,8 +52,9 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def write_config(home: Path, image: dict[str, object] | None = None) -> Path:
-    """Write ``<home>/semrec.toml``; by default the image encoder may not download."""
-    image = {"allow_download": False, **(image or {})}
+    """Write ``<home>/semrec.toml``; by default the image encoder may not download and has
+    no fallback (no CLIP weights: text-only, fast)."""
+    image = {"allow_download": False, "fallback": "", **(image or {})}
     lines = ["[image]"] + [f"{key} = {json.dumps(value)}" for key, value in image.items()]
     home.mkdir(parents=True, exist_ok=True)
     path = home / "semrec.toml"

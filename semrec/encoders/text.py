@@ -30,7 +30,7 @@ class SentenceTransformerEncoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        path = _model_folder(name, spec)
+        path = model_folder(name, spec)
         model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         model.eval()
         return cls(model, id=f"sentence-transformers:{name}", batch_size=batch_size)
@@ -48,7 +48,7 @@ class SentenceTransformerEncoder:
         raise NotImplementedError(f"{self.id} encodes text only")
 
 
-def _model_folder(name: str, spec: dict[str, Any]) -> Path:
+def model_folder(name: str, spec: dict[str, Any]) -> Path:
     if package := spec.get("package"):
         try:
             module = importlib.import_module(package)

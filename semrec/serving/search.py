@@ -34,7 +34,7 @@ def check_query(text: str, max_chars: int, name: str = "q") -> str:
 def query_vector(ws: Workspace, version: str, text: str) -> np.ndarray:
     """The unit vector of ``text`` under ``version`` (built on the configured text encoder:
     ``ModelMismatch`` otherwise, as the query would land in another space)."""
-    ws.check_encoders(version)
+    ws.check_text_encoder(version)
     features = ws.encoders.text().encode_text([text])
     return ws.items(version).tower.embed(features)[0]
 
