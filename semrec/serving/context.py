@@ -157,15 +157,19 @@ class Semrec:
                            new_boost=self.new_boost(self.store_version))
 
     def new_boost(self, version: str | None) -> float:
-        """``[feed] new_product_boost`` in cosine units for ``version`` (its training
-        temperature times the boost); 0 for a version never trained."""
+        """The new-product boost in cosine units for ``version`` (its training temperature
+        times the boost its training chose on validation, else ``[feed]
+        new_product_boost``); 0 for a version never trained."""
         if version is None:
             return 0.0
         if version not in self._boost:
             trained = self.version_items(version).trained is not None
-            temperature = (float(self.models.manifest(version).metrics["train"]["temperature"])
-                           if trained else 0.0)
-            self._boost[version] = self.settings.feed.cosine_boost(temperature)
+            metrics = self.models.manifest(version).metrics
+            temperature = float(metrics["train"]["temperature"]) if trained else 0.0
+            chosen = metrics.get("new_product_boost")  # chosen on validation by `semrec train`
+            feed = (self.settings.feed if chosen is None
+                    else self.settings.feed.model_copy(update={"new_product_boost": chosen}))
+            self._boost[version] = feed.cosine_boost(temperature)
         return self._boost[version]
 
     def version_items(self, version: str) -> VersionItems:
