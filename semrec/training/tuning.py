@@ -106,7 +106,8 @@ class TuneResult:
     """Every candidate in the order tried (the untrained model first) and the one chosen:
     the best validation recall@10, the earlier one among equals (so the untrained model
     wins ties). ``settings`` is what ``refit`` trains (None when the untrained model won);
-    ``valid`` the validation users every candidate was scored on."""
+    ``valid`` the validation users every candidate was scored on; ``model`` the chosen
+    candidate as the search trained it (validation targets unseen), None when untrained."""
 
     candidates: list[Scored]
     chosen: Scored
@@ -116,6 +117,7 @@ class TuneResult:
     cold_targets: int
     seconds: float
     budget_seconds: float
+    model: TrainResult | None = None
 
     @property
     def untrained_won(self) -> bool:
@@ -179,7 +181,7 @@ def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
     with torch_threads(base.threads):
         return _tune(features, sequences, valid, base, tower, untrained, user,
                      (budget_minutes or base.max_minutes) * 60, progress or TuneProgress(),
-                     space or candidates(base, tower.text_dim))
+                     space if space is not None else candidates(base, tower.text_dim))
 
 
 def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
@@ -200,6 +202,7 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
     zero = score_untrained(features, untrained, user, valid, cold_users)
     progress.scored(zero)
     results, leader = [zero], zero
+    model: TrainResult | None = None
     runs: dict[str, float] = {}  # seconds per epoch seen, per candidate
 
     def refit_seconds(best: Scored) -> float:
@@ -244,13 +247,13 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
         _describe(scored, run, valid, cold_users)
         progress.scored(scored)
         if scored.recall > leader.recall:
-            leader = scored
+            leader, model = scored, run.result()
         del run
     chosen_settings = (None if leader.name == UNTRAINED
                        else base.model_copy(update={**leader.overrides,
                                                     "epochs": leader.epochs}))
     return TuneResult(results, leader, chosen_settings, valid, int(len(held)),
-                      int(cold_users.sum()), time.perf_counter() - started, budget)
+                      int(cold_users.sum()), time.perf_counter() - started, budget, model)
 
 
 def _update(scored: Scored, run: Training, settings: TrainSettings) -> None:
