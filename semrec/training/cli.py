@@ -87,9 +87,10 @@ def train(
     loss: Annotated[str | None, typer.Option(
         "--loss", help="full (softmax over every product) or sampled (in-batch + sampled "
                        "negatives with logQ; default: config [train] loss).")] = None,
-    search: Annotated[bool, typer.Option(
-        "--search/--no-search", help="Search training settings on validation (default), or "
-        "train the configured ones only (still compared with the untrained model).")] = True,
+    search: Annotated[bool | None, typer.Option(
+        "--search/--no-search", help="Search training settings on validation, or train the "
+        "configured ones only, still compared with the untrained model (default: config "
+        "[train] search).")] = None,
     minutes: Annotated[float | None, typer.Option(
         "--minutes", min=0.01, help="Time budget of search and refit (default: config "
         "[train] max_minutes).")] = None,
@@ -104,13 +105,14 @@ def train(
     from semrec.towers import ItemTowerConfig
     from semrec.training.data import holdout_last, load_home
     from semrec.training.reindex import reindex, save_version
-    from semrec.training.tuning import candidates, refit, tune
+    from semrec.training.tuning import refit, tune
 
     try:
         home = ctx.obj if isinstance(ctx.obj, Path | str) else None
         settings = load_settings(home=home)
         flags = {"user_tower": user_tower, "epochs": epochs, "dim": dim,
-                 "id_embeddings": id_embeddings, "loss": loss, "max_minutes": minutes}
+                 "id_embeddings": id_embeddings, "loss": loss, "max_minutes": minutes,
+                 "search": search}
         train_settings = TrainSettings(**{**settings.train.model_dump(),
                                           **{k: v for k, v in flags.items() if v is not None}})
         with Semrec(settings, role="train") as sr:
@@ -129,7 +131,6 @@ def train(
                 dim=settings.tower.dim, text_weight=settings.tower.text_weight,
                 image_weight=settings.tower.image_weight, seed=settings.tower.seed)
             tuning_seqs, valid = holdout_last(sequences)
-            space = candidates(train_settings, tower.text_dim)
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]:.3f}"),
                        TextColumn(f"valid recall@{RECALL_K} {{task.fields[recall]}}"),
@@ -137,8 +138,7 @@ def train(
             with Progress(*columns, console=err) as bar:
                 shown = RichProgress(bar)
                 tuned = tune(features, tuning_seqs, valid, train_settings, tower, untrained,
-                             settings.user, progress=shown,
-                             space=space if search else space[:1])
+                             settings.user, progress=shown)
             served = sr.models.current_version()
             served_recall = served_score(sr, served, features, tuned.valid)
             summary: dict[str, Any] = {

@@ -156,12 +156,12 @@ class Training:
         losses = []
         for batch in batches:
             loss = _step(batch, self.items, self.users, self.task, self.optimiser,
-                         self.generator)
+                         self.generator, self.settings.repeats)
             losses.append(loss)
             self.progress.step(loss)
         recall, boost = self.score() if len(self.valid) else (0.0, 0.0)
         self.seconds += time.perf_counter() - started
-        row = {"epoch": number, "loss": float(np.mean(losses)),
+        row = {"epoch": number, "loss": float(np.nanmean(losses)) if losses else 0.0,
                f"valid_recall@{RECALL_K}": recall, "seconds": round(self.seconds, 1)}
         if len(self.boosts) > 1:
             row["boost"] = boost
@@ -220,25 +220,36 @@ def _batches(examples: list[np.ndarray], size: int, rng: np.random.Generator
 
 def _step(batch: list[np.ndarray], items: ItemEncoder, users: torch.nn.Module,
           task: SampledSoftmax, optimiser: torch.optim.Optimizer,
-          generator: torch.Generator) -> float:
+          generator: torch.Generator, repeats: bool = True) -> float:
+    """One optimiser step on ``batch``; without ``repeats``, a position whose target the
+    user already had earlier in the window is read as history but not trained on."""
     length = max(len(s) for s in batch) - 1
     inputs = torch.zeros(len(batch), length, dtype=torch.long)
     targets = torch.zeros(len(batch), length, dtype=torch.long)
     valid = torch.zeros(len(batch), length, dtype=torch.bool)
+    trained = torch.zeros(len(batch), length, dtype=torch.bool)
     for i, seq in enumerate(batch):
         n = len(seq) - 1
         inputs[i, :n] = torch.from_numpy(seq[:-1])
         targets[i, :n] = torch.from_numpy(seq[1:])
         valid[i, :n] = True
-    positives = targets[valid]
+        if repeats:
+            trained[i, :n] = True
+        else:
+            first = np.zeros(len(seq), bool)
+            first[np.unique(seq, return_index=True)[1]] = True
+            trained[i, :n] = torch.from_numpy(first[1:])
+    if not bool(trained.any()):
+        return float("nan")
+    positives = targets[trained]
     candidates, labels = task.candidates(positives, generator)
     needed, where = torch.unique(torch.cat([inputs[valid], candidates]), return_inverse=True)
     vectors = items(needed)
     n_in = int(valid.sum())
     history = torch.zeros(len(batch), length, vectors.shape[1])
     history[valid] = vectors[where[:n_in]]
-    user_vectors = users(history)[valid]
-    loss = task.loss(user_vectors, candidates, vectors[where[n_in:]], labels, n_in)
+    user_vectors = users(history)[trained]
+    loss = task.loss(user_vectors, candidates, vectors[where[n_in:]], labels, len(positives))
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()

@@ -6,8 +6,9 @@ directory serves before any training), scored exactly like every trained candida
 can win: a candidate that does not beat it on validation is never chosen. Then the
 candidates of ``candidates()``, in order (the configured ``[train]`` first, then
 alternatives that differ in one idea each: content heads only, no ID embeddings, published
-SASRec settings, stronger regularisation, a lower learning rate, a higher temperature), each
-trained with early stopping on the validation recall@10 and kept at its best epoch.
+SASRec settings, stronger regularisation, a lower learning rate, a higher temperature,
+sampled softmax with 3,000 negatives), each trained with early stopping on the validation
+recall@10 and kept at its best epoch.
 
 The search is bounded by a time budget (``[train] max_minutes``) that includes the refit:
 before every epoch it checks that the epoch and the refit of the best candidate so far still
@@ -16,7 +17,7 @@ below the leader's at the same epoch is dropped (it is unlikely to catch up, and
 better spent on the next idea). Small shops, whose epochs take seconds, see every candidate;
 a large one spends its budget on the first few, in the order above.
 
-New products: before the search, a seeded ``cold_share`` of the products with events are
+New products: before the search, a seeded share of the products with events (``cold_products``) is
 held out of every candidate's training (never a target, never an input), while validation
 users keep them in their histories and as targets: they are the validation cold group,
 standing in for the products the served model will meet untrained. Every epoch is scored
@@ -140,13 +141,15 @@ class TuneProgress(Progress):
     def scored(self, result: Scored) -> None: ...
 
 
-def candidates(base: TrainSettings, text_dim: int) -> list[Candidate]:
+def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list[Candidate]:
     """The search space, in the order tried: the configured ``[train]``, then one idea each.
 
     ``content``: pooling users, no ID embeddings, heads as wide as the text features and a
     quarter of the learning rate, so it starts at the untrained model and moves gently (the
     candidate for small shops, where IDs and a transformer overfit). ``sasrec``: the settings
     published for SASRec on Amazon data (dim 64, 1 block, 1 head, dropout 0.2, lr 1e-3).
+    ``no-repeats`` (only where the events have ``repeats``, a product bought again): no
+    training on targets already in the user's history, which feeds leave out anyway.
     """
     ideas = [
         Candidate("configured", {}),
@@ -158,7 +161,10 @@ def candidates(base: TrainSettings, text_dim: int) -> list[Candidate]:
         Candidate("regularised", {"weight_decay": 0.1, "dropout": 0.5, "id_dropout": 0.5}),
         Candidate("slow", {"lr": base.lr / 4}),
         Candidate("warm", {"temperature": base.temperature * 2}),
+        Candidate("sampled", {"loss": "sampled", "negatives": 3000}),
     ]
+    if repeats:
+        ideas.insert(2, Candidate("no-repeats", {"repeats": False}))
     seen: set[str] = set()
     out = []
     for idea in ideas:
@@ -174,14 +180,19 @@ def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
          user: UserSettings, budget_minutes: float | None = None,
          progress: TuneProgress | None = None,
          space: list[Candidate] | None = None) -> TuneResult:
-    """Search ``space`` (default ``candidates(base)``) on ``valid``, training on
+    """Search ``space`` (default ``candidates(base)``; without ``base.search`` its first,
+    the configured settings, alone) on ``valid``, training on
     ``sequences`` minus the held-out cold products; ``tower`` is the trained item tower's
     config (its ``dim`` replaced by each candidate's), ``untrained`` the initial one.
     ``budget_minutes`` (default ``base.max_minutes``) bounds the search and the refit."""
+    if space is None:
+        space = candidates(base, tower.text_dim, any(len(np.unique(s)) < len(s)
+                                                     for s in sequences))
+        space = space if base.search else space[:1]
     with torch_threads(base.threads):
         return _tune(features, sequences, valid, base, tower, untrained, user,
                      (budget_minutes or base.max_minutes) * 60, progress or TuneProgress(),
-                     space if space is not None else candidates(base, tower.text_dim))
+                     space)
 
 
 def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
