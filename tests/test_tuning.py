@@ -18,6 +18,7 @@ from semrec.serving.context import Semrec
 from semrec.towers import ItemTowerConfig
 from semrec.training import ItemFeatures, Validation, fit, holdout_last, load_home
 from semrec.training.reindex import reindex, save_version
+from semrec.training.trainer import new_targets
 from semrec.training.tuning import UNTRAINED, Candidate, cold_products, refit, tune
 from tests.conftest import FIXTURES, write_config
 from tests.test_training import FEATURE_DIM, cycle_data
@@ -130,6 +131,22 @@ def test_refit_trains_products_seen_only_as_validation_targets() -> None:
     result = refit(features, sequences, tuned, TOWER, UserSettings())
     assert result is not None and result.trained[only_target]
     assert result.id_embeddings is not None and result.id_embeddings[only_target].any()
+
+
+def test_repeat_targets_are_left_out_only_when_asked() -> None:
+    """``repeats = false``: a target already in the sequence before it is not trained on."""
+    assert new_targets(np.array([1, 2, 1, 3, 2])).tolist() == [True, False, True, False]
+    features, sequences = cycle_data()
+    again = [np.concatenate([s, s[:2]]) for s in sequences]  # the first two bought again
+    settings = TrainSettings(**{**SMALL, "epochs": 1})
+    with_repeats = fit(features, again, settings, TOWER, UserSettings())
+    without = fit(features, again, settings.model_copy(update={"repeats": False}), TOWER,
+                  UserSettings())
+    assert with_repeats.epochs[0]["loss"] != without.epochs[0]["loss"]
+    same = fit(features, sequences, settings.model_copy(update={"repeats": False}), TOWER,
+               UserSettings())
+    plain = fit(features, sequences, settings, TOWER, UserSettings())
+    assert same.epochs[0]["loss"] == plain.epochs[0]["loss"]  # no repeats: nothing changes
 
 
 def test_cold_products_follow_the_share_of_products_without_events() -> None:

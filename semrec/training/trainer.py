@@ -233,12 +233,7 @@ def _step(batch: list[np.ndarray], items: ItemEncoder, users: torch.nn.Module,
         inputs[i, :n] = torch.from_numpy(seq[:-1])
         targets[i, :n] = torch.from_numpy(seq[1:])
         valid[i, :n] = True
-        if repeats:
-            trained[i, :n] = True
-        else:
-            first = np.zeros(len(seq), bool)
-            first[np.unique(seq, return_index=True)[1]] = True
-            trained[i, :n] = torch.from_numpy(first[1:])
+        trained[i, :n] = True if repeats else torch.from_numpy(new_targets(seq))
     if not bool(trained.any()):
         return float("nan")
     positives = targets[trained]
@@ -254,6 +249,14 @@ def _step(batch: list[np.ndarray], items: ItemEncoder, users: torch.nn.Module,
     loss.backward()
     optimiser.step()
     return float(loss.detach())
+
+
+def new_targets(seq: np.ndarray) -> np.ndarray:
+    """For each position ``t`` of ``seq`` (targets ``seq[1:]``), whether its target is a
+    product the sequence had not had before it."""
+    first = np.zeros(len(seq), bool)
+    first[np.unique(seq, return_index=True)[1]] = True
+    return first[1:]
 
 
 @torch.no_grad()
