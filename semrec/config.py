@@ -135,7 +135,9 @@ class TrainSettings(_Section):
     validation recall@10 and kept at its best epoch; the winner is refit on every event for
     that many epochs. ``max_minutes`` bounds search and refit together (``semrec train``
     stays within it on amazon-games' 440k events); without ``search`` only these settings
-    are tried (still against the untrained model).
+    are tried (still against the untrained model). A trained candidate replaces the untrained
+    model only when its validation win is clear: McNemar's z of its hits over the untrained
+    model's on the same users at least ``win_z`` (1.645: one-sided 95 %; 0: any win).
     ``repeats = false`` trains no position whose target the user had already bought in
     the window (feeds leave bought products out, so such a target can never be a hit).
     ``threads`` caps torch's CPU threads (0: torch's default); 1 is much faster than 2
@@ -162,6 +164,7 @@ class TrainSettings(_Section):
     valid_users: int = Field(10_000, ge=1)
     max_minutes: float = Field(14.0, gt=0)
     search: bool = True
+    win_z: float = 1.645
     repeats: bool = True
     threads: int = Field(0, ge=0)
     seed: int = 0

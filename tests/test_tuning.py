@@ -19,7 +19,14 @@ from semrec.towers import ItemTowerConfig
 from semrec.training import ItemFeatures, Validation, fit, holdout_last, load_home
 from semrec.training.reindex import reindex, save_version
 from semrec.training.trainer import new_targets
-from semrec.training.tuning import UNTRAINED, Candidate, cold_products, refit, tune
+from semrec.training.tuning import (
+    UNTRAINED,
+    Candidate,
+    cold_products,
+    paired_z,
+    refit,
+    tune,
+)
 from tests.conftest import FIXTURES, write_config
 from tests.test_training import FEATURE_DIM, cycle_data
 
@@ -91,6 +98,22 @@ def test_search_chooses_training_where_it_helps_and_refits_for_its_epochs() -> N
     assert [c["name"] for c in listed["candidates"]][:3] == [UNTRAINED, "configured", "content"]
     result = refit(features, sequences, tuned, TOWER, UserSettings())
     assert result is not None and result.metrics["epochs_run"] == tuned.chosen.epochs
+
+
+def test_a_trained_candidate_needs_a_clear_win_over_untrained() -> None:
+    """McNemar's z of the paired hits: 5 users found only by the candidate, none only by the
+    untrained model, is z = sqrt(5); a bar above the cycle data's huge win keeps untrained."""
+    hits = np.array([True] * 5 + [False] * 5 + [True] * 3)
+    base = np.array([False] * 5 + [False] * 5 + [True] * 3)
+    assert paired_z(hits, base) == pytest.approx(np.sqrt(5))
+    assert paired_z(base, base) == 0.0
+    features, sequences = cycle_data()
+    train, valid = holdout_last(sequences)
+    strict = TrainSettings(**{**SMALL, "win_z": 1e6})
+    tuned = tune(features, train, valid, strict, TOWER, UNTRAINED_TOWER, UserSettings(),
+                 space=[Candidate("configured", {})])
+    assert tuned.candidates[1].recall > tuned.candidates[0].recall + 0.5
+    assert tuned.untrained_won and tuned.z > 10
 
 
 def test_budget_stops_the_search() -> None:
@@ -225,7 +248,9 @@ def serve_memorised(home: Path) -> str:
     return manifest.version
 
 
-def test_train_keeps_the_served_version_when_it_wins_on_validation(home: Path) -> None:
+def test_train_keeps_the_served_version_when_it_wins_on_validation(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMREC_TRAIN__WIN_Z", "0")  # any win over untrained: compare served
     served = serve_memorised(home)
     code, stdout, stderr = semrec(home, "train", "--no-search", "--epochs", "1", "--json")
     assert code == 0, stderr

@@ -212,7 +212,9 @@ def _report(summary: dict[str, Any], as_json: bool, tuned: TuneResult,
     served = summary["served_version"]
     if tuned.untrained_won:
         best = max(tuned.candidates[1:], key=lambda c: c.recall, default=None)
-        trained = f" (best trained: {best.name} {best.recall:.4f})" if best else ""
+        trained = (f" (best trained: {best.name} {best.recall:.4f}, paired z {tuned.z:.2f}, "
+                   "not a clear win)" if best and best.recall > tuned.chosen.recall else
+                   f" (best trained: {best.name} {best.recall:.4f})" if best else "")
         out.print(f"the untrained model wins on validation: recall@{RECALL_K} "
                   f"{tuned.chosen.recall:.4f}{trained}; nothing new to serve, {served} "
                   f"({served_recall:.4f}) stays served.", highlight=False)

@@ -135,15 +135,16 @@ class Training:
     def epochs_run(self) -> int:
         return len(self.history)
 
-    def score(self) -> tuple[float, float]:
-        """(best recall@10 over ``boosts``, that boost) of the model as it is now."""
+    def score(self) -> tuple[float, float, np.ndarray]:
+        """(best recall@10 over ``boosts``, that boost, each validation user's hit at it)
+        of the model as it is now."""
         vectors = self.items.all_vectors()
         users = user_vectors(self.users, vectors, self.valid.histories, history_window(self.users))
         new = torch.from_numpy(~self.seen)
         ranks = valid_ranks(vectors, users, self.valid, new, self.boosts)
         recalls = (ranks < RECALL_K).mean(axis=1)
         best = int(np.argmax(recalls))  # the first of equals: the smallest boost
-        return float(recalls[best]), self.boosts[best]
+        return float(recalls[best]), self.boosts[best], ranks[best] < RECALL_K
 
     def epoch(self) -> dict[str, float]:
         """Train one epoch, score it, keep it if it is the best; returns its row."""
@@ -159,7 +160,7 @@ class Training:
                          self.generator, self.settings.repeats)
             losses.append(loss)
             self.progress.step(loss)
-        recall, boost = self.score() if len(self.valid) else (0.0, 0.0)
+        recall, boost, hits = self.score() if len(self.valid) else (0.0, 0.0, None)
         self.seconds += time.perf_counter() - started
         row = {"epoch": number, "loss": float(np.nanmean(losses)) if losses else 0.0,
                f"valid_recall@{RECALL_K}": recall, "seconds": round(self.seconds, 1)}
@@ -170,7 +171,7 @@ class Training:
         if not len(self.valid):  # a refit: the last epoch is the one kept
             self.best = {"recall": recall, "epoch": number, "boost": boost, "state": None}
         elif recall > self.best["recall"]:
-            self.best = {"recall": recall, "epoch": number, "boost": boost,
+            self.best = {"recall": recall, "epoch": number, "boost": boost, "hits": hits,
                          "state": copy.deepcopy((self.items.state_dict(),
                                                  self.users.state_dict()))}
         if (number >= self.settings.epochs

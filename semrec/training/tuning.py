@@ -92,9 +92,11 @@ class Scored:
     seconds_per_epoch: float = 0.0
     status: str = "skipped"
     curve: list[float] = field(default_factory=list)
+    hits: np.ndarray | None = field(default=None, repr=False)  # per validation user
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = asdict(replace(self, hits=None))
+        out.pop("hits")
         for key in ("recall", "coverage", "cold_recall", "seconds", "seconds_per_epoch"):
             if out[key] is not None:
                 out[key] = round(out[key], 5)
@@ -105,10 +107,11 @@ class Scored:
 @dataclass
 class TuneResult:
     """Every candidate in the order tried (the untrained model first) and the one chosen:
-    the best validation recall@10, the earlier one among equals (so the untrained model
-    wins ties). ``settings`` is what ``refit`` trains (None when the untrained model won);
-    ``valid`` the validation users every candidate was scored on; ``model`` the chosen
-    candidate as the search trained it (validation targets unseen), None when untrained."""
+    the best validation recall@10, the earlier one among equals, and a trained one only
+    when its win over the untrained model is clear (``paired_z`` >= ``[train] win_z``).
+    ``settings`` is what ``refit`` trains (None when the untrained model won); ``valid``
+    the validation users every candidate was scored on; ``model`` the chosen candidate as
+    the search trained it (validation targets unseen), None when untrained."""
 
     candidates: list[Scored]
     chosen: Scored
@@ -119,6 +122,7 @@ class TuneResult:
     seconds: float
     budget_seconds: float
     model: TrainResult | None = None
+    z: float = 0.0  # paired_z of the best trained candidate over the untrained model
 
     @property
     def untrained_won(self) -> bool:
@@ -129,7 +133,7 @@ class TuneResult:
                 "epochs": self.chosen.epochs, "new_product_boost": self.chosen.boost,
                 "valid_users": len(self.valid), "cold_products": self.cold_products,
                 "cold_targets": self.cold_targets, "seconds": round(self.seconds, 1),
-                "budget_seconds": round(self.budget_seconds, 1),
+                "budget_seconds": round(self.budget_seconds, 1), "z_over_untrained": self.z,
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
@@ -260,15 +264,28 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
         if scored.recall > leader.recall:
             leader, model = scored, run.result()
         del run
+    z = paired_z(leader.hits, zero.hits) if leader is not zero else 0.0
+    if leader is not zero and z < base.win_z:  # not a clear win: keep the untrained model
+        leader, model = zero, None
     chosen_settings = (None if leader.name == UNTRAINED
                        else base.model_copy(update={**leader.overrides,
                                                     "epochs": leader.epochs}))
     return TuneResult(results, leader, chosen_settings, valid, int(len(held)),
-                      int(cold_users.sum()), time.perf_counter() - started, budget, model)
+                      int(cold_users.sum()), time.perf_counter() - started, budget, model,
+                      round(z, 3))
+
+
+def paired_z(hits: np.ndarray | None, baseline: np.ndarray | None) -> float:
+    """McNemar's z of ``hits`` over ``baseline`` on the same users: (b - c) / sqrt(b + c),
+    b the users only ``hits`` finds, c those only ``baseline`` finds (0 when none differ)."""
+    if hits is None or baseline is None or not len(hits):
+        return 0.0
+    b, c = int((hits & ~baseline).sum()), int((~hits & baseline).sum())
+    return (b - c) / np.sqrt(b + c) if b + c else 0.0
 
 
 def _update(scored: Scored, run: Training, settings: TrainSettings) -> None:
-    scored.recall = run.best["recall"]
+    scored.recall, scored.hits = run.best["recall"], run.best["hits"]
     scored.epochs = run.best["epoch"]
     scored.boost = round(run.best["boost"] / settings.temperature, 3)
     scored.epochs_run = run.epochs_run
@@ -316,7 +333,8 @@ def score_vectors(items: torch.Tensor, users: torch.Tensor, valid: Validation,
     coverage@10 (distinct products in the top tens over the catalog) and the recall of the
     users in ``cold_users`` alone (None without any)."""
     if not len(valid):
-        return {"recall": 0.0, "coverage": 0.0, "cold_recall": None}
+        return {"recall": 0.0, "coverage": 0.0, "cold_recall": None,
+                "hits": np.zeros(0, bool)}
     if bonus is not None and bool(bonus.any()):
         boost = float(bonus.max())
         ranks = valid_ranks(items, users, valid, bonus > 0, (boost,))[0]
@@ -328,7 +346,7 @@ def score_vectors(items: torch.Tensor, users: torch.Tensor, valid: Validation,
     if cold_users is not None and cold_users.any():
         cold = float(hits[cold_users].mean())
     return {"recall": float(hits.mean()), "coverage": len(np.unique(top)) / len(items),
-            "cold_recall": cold}
+            "cold_recall": cold, "hits": hits}
 
 
 def score_untrained(features: ItemFeatures, tower: ItemTowerConfig, user: UserSettings,
@@ -343,7 +361,7 @@ def score_untrained(features: ItemFeatures, tower: ItemTowerConfig, user: UserSe
     score = score_vectors(vectors, users, valid, None, cold_users)
     return Scored(UNTRAINED, {}, recall=score["recall"], coverage=score["coverage"],
                   cold_recall=score["cold_recall"], status=UNTRAINED,
-                  seconds=time.perf_counter() - started)
+                  seconds=time.perf_counter() - started, hits=score["hits"])
 
 
 def refit(features: ItemFeatures, sequences: list[np.ndarray], tuned: TuneResult,
