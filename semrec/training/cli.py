@@ -149,7 +149,7 @@ def train(
             best = tuned
             if tuned.untrained_won and force:
                 best = _best_trained(tuned, train_settings)
-            wins = best.chosen.recall > served_recall
+            wins = best.chosen.recall > served_recall and not tuned.untrained_won
             if best.settings is None or not (wins or force):
                 summary.update({"promoted": False, "version": served})
                 _report(summary, as_json, tuned, served_recall)
