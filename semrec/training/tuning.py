@@ -8,14 +8,16 @@ candidates of ``candidates()``, in order (the configured ``[train]`` first, then
 alternatives that differ in one idea each: content heads only, no ID embeddings, published
 SASRec settings, stronger regularisation, a lower learning rate, a higher temperature,
 sampled softmax with 3,000 negatives), each trained with early stopping on the validation
-recall@10 and kept at its best epoch.
+recall@10 and kept at its best epoch, in batches small enough for an epoch of at least
+``MIN_STEPS`` steps (``steps_batch``: small shops).
 
 The search is bounded by a time budget (``[train] max_minutes``) that includes the refit:
 before every epoch it checks that the epoch and the refit of the best candidate so far still
 fit, and stops otherwise. A candidate whose best-so-far recall after two or more epochs is
-below the leader's at the same epoch is dropped (it is unlikely to catch up, and the time is
-better spent on the next idea). Small shops, whose epochs take seconds, see every candidate;
-a large one spends its budget on the first few, in the order above.
+below the untrained model's, or below the leader's at the same epoch, is dropped (it is
+unlikely to catch up, and the time is better spent on the next idea). Small shops, whose
+epochs take seconds, see every candidate; a large one spends its budget on the first few, in
+the order above.
 
 New products: before the search, a seeded share of the products with events (``cold_products``) is
 held out of every candidate's training (never a target, never an input), while validation
@@ -62,6 +64,9 @@ BOOST_NATS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 #: Bounds on the share of products with events held out of the search as the cold group.
 COLD_SHARE = (0.02, 0.1)
 UNTRAINED = "untrained"
+#: An epoch has at least this many optimiser steps (``steps_batch``), batches no smaller
+#: than ``MIN_BATCH`` sequences.
+MIN_STEPS, MIN_BATCH = 50, 32
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,8 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
         if elapsed + epoch_guess(idea.name) + refit_seconds(leader) > budget:
             stop = True
             continue
-        settings = base.model_copy(update=idea.overrides)
+        settings = base.model_copy(update={**idea.overrides,
+                                           **steps_batch(base, idea.overrides, train)})
         progress.candidate(idea.name, idea.overrides)
         boosts = tuple(b * settings.temperature for b in BOOST_NATS)
         run = Training(features, train, settings, replace(tower, dim=settings.dim), user,
@@ -251,7 +257,7 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
                 scored.status = ("max_epochs" if run.epochs_run >= settings.epochs
                                  else "converged")
                 break
-            if _behind(scored, leader):
+            if _behind(scored, leader, zero):
                 scored.status = "dropped"
                 break
             elapsed = time.perf_counter() - started
@@ -269,10 +275,24 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
         leader, model = zero, None
     chosen_settings = (None if leader.name == UNTRAINED
                        else base.model_copy(update={**leader.overrides,
+                                                    **steps_batch(base, leader.overrides, train),
                                                     "epochs": leader.epochs}))
     return TuneResult(results, leader, chosen_settings, valid, int(len(held)),
                       int(cold_users.sum()), time.perf_counter() - started, budget, model,
                       round(z, 3))
+
+
+def steps_batch(base: TrainSettings, overrides: dict[str, Any],
+                sequences: list[np.ndarray]) -> dict[str, int]:
+    """A batch size small enough that an epoch has ``MIN_STEPS`` optimiser steps: a small
+    shop's few hundred sequences in batches of 512 would learn from a handful of steps an
+    epoch (amazon-office: 10), which early stopping reads as not learning. Empty when the
+    configured ``batch_size`` already gives that many (or a candidate sets its own)."""
+    if "batch_size" in overrides:
+        return {}
+    n = sum(1 for s in sequences if len(s) >= 2)
+    size = max(MIN_BATCH, n // MIN_STEPS)
+    return {"batch_size": size} if size < base.batch_size else {}
 
 
 def paired_z(hits: np.ndarray | None, baseline: np.ndarray | None) -> float:
@@ -293,12 +313,15 @@ def _update(scored: Scored, run: Training, settings: TrainSettings) -> None:
     scored.seconds_per_epoch = run.seconds / run.epochs_run
 
 
-def _behind(scored: Scored, leader: Scored) -> bool:
-    """After two or more epochs, below what the leader had reached by the same epoch."""
+def _behind(scored: Scored, leader: Scored, zero: Scored) -> bool:
+    """After two or more epochs, below the untrained model, or below what the leader had
+    reached by the same epoch."""
     n = len(scored.curve)
-    if n < 2 or leader.name == UNTRAINED or not leader.curve:
+    if n < 2:
         return False
-    return max(scored.curve) < max(leader.curve[:n])
+    if max(scored.curve) < zero.recall:
+        return True
+    return bool(leader.curve) and max(scored.curve) < max(leader.curve[:n])
 
 
 def _describe(scored: Scored, run: Training, valid: Validation, cold_users: np.ndarray) -> None:
