@@ -140,8 +140,9 @@ class TrainSettings(_Section):
     model's on the same users at least ``win_z`` (1.645: one-sided 95 %; 0: any win).
     ``repeats = false`` trains no position whose target the user had already bought in
     the window (feeds leave bought products out, so such a target can never be a hit).
-    ``threads`` caps torch's CPU threads (0: torch's default); 1 is much faster than 2
-    on a machine whose cores are busy with other work.
+    ``threads`` caps torch's CPU threads (0: torch's default). The default is 1: on this
+    project's shared 2-core machine two threads spin against other jobs and ran an epoch
+    7 to 12 times slower than one (hm-fashion, docs/training.md).
     """
 
     dim: int = Field(128, ge=8, le=4096)
@@ -166,7 +167,7 @@ class TrainSettings(_Section):
     search: bool = True
     win_z: float = 1.645
     repeats: bool = True
-    threads: int = Field(0, ge=0)
+    threads: int = Field(1, ge=0)
     seed: int = 0
 
 
