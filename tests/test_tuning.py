@@ -95,7 +95,7 @@ def test_search_chooses_training_where_it_helps_and_refits_for_its_epochs() -> N
     assert tuned.settings is not None and tuned.settings.epochs == tuned.chosen.epochs
     listed = tuned.to_dict()
     assert listed["chosen"] == tuned.chosen.name
-    assert [c["name"] for c in listed["candidates"]][:3] == [UNTRAINED, "configured", "content"]
+    assert [c["name"] for c in listed["candidates"]][:3] == [UNTRAINED, "configured", "warm"]
     result = refit(features, sequences, tuned, TOWER, UserSettings())
     assert result is not None and result.metrics["epochs_run"] == tuned.chosen.epochs
 

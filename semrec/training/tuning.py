@@ -5,8 +5,8 @@
 directory serves before any training), scored exactly like every trained candidate, so it
 can win: a candidate that does not beat it on validation is never chosen. Then the
 candidates of ``candidates()``, in order (the configured ``[train]`` first, then
-alternatives that differ in one idea each: content heads only, no ID embeddings, published
-SASRec settings, stronger regularisation, a lower learning rate, a higher temperature,
+alternatives that differ in one idea each: a higher temperature, published SASRec settings,
+content heads only, no ID embeddings, a lower learning rate, stronger regularisation,
 sampled softmax with 3,000 negatives), each trained with early stopping on the validation
 recall@10 and kept at its best epoch, in batches small enough for an epoch of at least
 ``MIN_STEPS`` steps (``steps_batch``: small shops).
@@ -151,7 +151,8 @@ class TuneProgress(Progress):
 
 
 def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list[Candidate]:
-    """The search space, in the order tried: the configured ``[train]``, then one idea each.
+    """The search space, in the order tried: the configured ``[train]``, then one idea each,
+    those that won or came close on other shops' validation first (docs/training.md).
 
     ``content``: pooling users, no ID embeddings, heads as wide as the text features and a
     quarter of the learning rate, so it starts at the untrained model and moves gently (the
@@ -162,18 +163,18 @@ def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list
     """
     ideas = [
         Candidate("configured", {}),
+        Candidate("warm", {"temperature": base.temperature * 2}),
+        Candidate("sasrec", {"user_tower": "sequential", "dim": 64, "layers": 1, "heads": 1,
+                             "dropout": 0.2, "lr": 1e-3}),
         Candidate("content", {"user_tower": "pooling", "id_embeddings": False,
                               "dim": text_dim, "lr": base.lr / 4}),
         Candidate("no-ids", {"id_embeddings": False}),
-        Candidate("sasrec", {"user_tower": "sequential", "dim": 64, "layers": 1, "heads": 1,
-                             "dropout": 0.2, "lr": 1e-3}),
-        Candidate("regularised", {"weight_decay": 0.1, "dropout": 0.5, "id_dropout": 0.5}),
         Candidate("slow", {"lr": base.lr / 4}),
-        Candidate("warm", {"temperature": base.temperature * 2}),
+        Candidate("regularised", {"weight_decay": 0.1, "dropout": 0.5, "id_dropout": 0.5}),
         Candidate("sampled", {"loss": "sampled", "negatives": 3000}),
     ]
     if repeats:
-        ideas.insert(2, Candidate("no-repeats", {"repeats": False}))
+        ideas.insert(5, Candidate("no-repeats", {"repeats": False}))
     seen: set[str] = set()
     out = []
     for idea in ideas:
