@@ -262,8 +262,10 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
                 scored.status = "dropped"
                 break
             elapsed = time.perf_counter() - started
-            best = scored if scored.recall > leader.recall else leader
-            if elapsed + runs[idea.name] + refit_seconds(best) > budget:
+            # the next epoch may become this candidate's best: its refit one epoch longer
+            grown = replace(scored, epochs=scored.epochs_run + 1)
+            refit_cost = max(refit_seconds(leader), refit_seconds(grown))
+            if elapsed + runs[idea.name] + refit_cost > budget:
                 stop = True
                 break
         _describe(scored, run, valid, cold_users)
