@@ -110,7 +110,9 @@ class FeedSettings(_Section):
     the trained softmax (added as ``boost * temperature`` to the cosine): 1.0 ranks a new
     product as if it were e times likelier than its vector says; the score a feed returns
     for a boosted product includes the boost. 0 turns it off. Untrained versions rank by
-    content alone and are never boosted.
+    content alone and are never boosted. A version trained by ``semrec train`` carries the
+    boost its search chose on validation (``new_product_boost`` in its manifest), which
+    feeds use instead of this one; this value is for versions without one.
     """
 
     new_product_boost: float = Field(1.5, ge=0)
@@ -134,10 +136,21 @@ class TrainSettings(_Section):
     (products after training have none and are served from content alone, lifted in feeds
     by ``[feed] new_product_boost``); ``id_dropout`` is the share of steps a product trains
     without it, so content alone stays useful.
-    Validation is each user's last event; training stops after ``patience`` epochs without
-    a better validation recall@10 and keeps the best epoch, or after ``max_minutes``.
-    ``threads`` caps torch's CPU threads (0: torch's default); 1 is much faster than 2
-    on a machine whose cores are busy with other work.
+    Validation is each user's last event. With ``search`` (the default) these settings are
+    the first candidate of a search on validation (``training/tuning.py``: the untrained
+    model is candidate 0 and wins unless a trained one beats it; alternatives follow while
+    time allows), each candidate stopping after ``patience`` epochs without a better
+    validation recall@10 and kept at its best epoch; the winner is refit on every event for
+    that many epochs. ``max_minutes`` bounds search and refit together (``semrec train``
+    stays within it on amazon-games' 440k events); without ``search`` only these settings
+    are tried (still against the untrained model). A trained candidate replaces the untrained
+    model only when its validation win is clear: McNemar's z of its hits over the untrained
+    model's on the same users at least ``win_z`` (1.645: one-sided 95 %; 0: any win).
+    ``repeats = false`` trains no position whose target the user had already bought in
+    the window (feeds leave bought products out, so such a target can never be a hit).
+    ``threads`` caps torch's CPU threads (0: torch's default). The default is 1: on this
+    project's shared 2-core machine two threads spin against other jobs and ran an epoch
+    7 to 12 times slower than one (hm-fashion, docs/training.md).
     """
 
     dim: int = Field(128, ge=8, le=4096)
@@ -159,7 +172,10 @@ class TrainSettings(_Section):
     patience: int = Field(3, ge=1)
     valid_users: int = Field(10_000, ge=1)
     max_minutes: float = Field(14.0, gt=0)
-    threads: int = Field(0, ge=0)
+    search: bool = True
+    win_z: float = 1.645
+    repeats: bool = True
+    threads: int = Field(1, ge=0)
     seed: int = 0
 
 

@@ -454,8 +454,8 @@ def test_evaluate_writes_one_result_per_model_and_group(evaluated) -> None:
     chosen = result["chosen"]["semrec"]["variant"]
     assert result["models"]["semrec"] == result["models"][chosen]
     assert {"read", "split", "semrec: ingest", "als: tune", "total"} <= set(result["seconds"])
-    # --train-minutes (default 10) caps the trained variant, whatever [train] says
-    assert result["info"]["semrec-trained-sequential-id"]["train"]["max_minutes"] == 10.0
+    # --train-minutes (default 15) caps the trained variant, whatever [train] says
+    assert result["info"]["semrec-trained-sequential-id"]["train"]["max_minutes"] == 15.0
 
 
 def test_semrec_ranks_cold_products_that_als_cannot(evaluated) -> None:

@@ -168,7 +168,7 @@ def test_train_command_trains_reindexes_and_serves_without_encoding(
     settings = load_settings(home=home)
     with Workspace(settings, own_index=False) as ws:
         features_before, old = ws.features.count(), ws.models.current_version()
-    code, stdout, stderr = semrec(home, "train", "--json")
+    code, stdout, stderr = semrec(home, "train", "--no-search", "--force", "--json")
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["products_indexed"] == 300 and summary["user_tower"] == "sequential"
@@ -196,9 +196,10 @@ def test_train_command_trains_reindexes_and_serves_without_encoding(
 
 def test_products_new_to_the_model_are_marked_and_boosted_in_feeds(home: Path) -> None:
     """A trained version marks every product it had no training events for as ``new``; the
-    feed adds ``[feed] new_product_boost * temperature`` to their cosine. A boost far above
-    any cosine gap fills the feed with the user's best new products, in cosine order."""
-    code, stdout, stderr = semrec(home, "train", "--json")
+    feed adds the boost its training chose (nats) times its temperature to their cosine. A
+    boost far above any cosine gap fills the feed with the user's best new products, in
+    cosine order."""
+    code, stdout, stderr = semrec(home, "train", "--no-search", "--force", "--json")
     assert code == 0, stderr
     settings = load_settings(home=home)
     with Workspace(settings) as ws:
@@ -208,9 +209,11 @@ def test_products_new_to_the_model_are_marked_and_boosted_in_feeds(home: Path) -
         items = ws.served_store().get(sorted(ws.served_store().product_ids()), with_vectors=False)
         assert {i.product_id for i in items if i.payload["new"]} == \
                {i.product_id for i in items} - trained
-        temperature = ws.models.manifest(version).metrics["train"]["temperature"]
+        metrics = ws.models.manifest(version).metrics
+        chosen = metrics["tuning"]["new_product_boost"]  # chosen on validation, in nats
+        assert metrics["new_product_boost"] == chosen
         assert open_recommender(ws).new_boost == pytest.approx(
-            settings.feed.new_product_boost * temperature)
+            chosen * metrics["train"]["temperature"])
         tower = ws.user_tower(version)
         plain = Recommender(ws.served_store(), ws.events, ws.products, settings.user, tower)
         boosted = Recommender(ws.served_store(), ws.events, ws.products, settings.user, tower,
@@ -232,7 +235,7 @@ def test_ingest_after_training_keeps_id_embeddings_and_marks_new_products(home: 
     """Under a version trained with ID embeddings, a changed product is re-embedded from its
     new content plus its own ID embedding (what it learnt from interactions stays); a
     product the version never saw gets its content vector alone and is marked new."""
-    code, _, stderr = semrec(home, "train", "--json")
+    code, _, stderr = semrec(home, "train", "--no-search", "--force", "--json")
     assert code == 0, stderr
     catalog = {p.product_id: p for p in read_catalog(FIXTURES / "catalog.csv").items}
     settings = load_settings(home=home)
@@ -257,7 +260,7 @@ def test_ingest_after_training_keeps_id_embeddings_and_marks_new_products(home: 
 
 def test_train_command_takes_the_loss_and_names_a_wrong_one(home: Path) -> None:
     code, stdout, stderr = semrec(home, "train", "--loss", "sampled", "--no-id-embeddings",
-                                  "--json")
+                                  "--no-search", "--force", "--json")
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert (summary["loss"], summary["id_embeddings"]) == ("sampled", False)

@@ -87,8 +87,9 @@ def evaluate(
     quantile: Annotated[float, typer.Option(
         "--quantile", help="temporal split: the cut's timestamp quantile.")] = 0.9,
     train_minutes: Annotated[float, typer.Option(
-        "--train-minutes", min=0.1, help="Cap on semrec-trained's training (default 10, so "
-        "the whole run on amazon-games fits in 20 minutes on 2 cores).")] = 10.0,
+        "--train-minutes", min=0.1, help="Budget of semrec-trained's search and refit "
+        "(default 15, so the whole run on amazon-games fits in 25 minutes on 2 cores).")]
+        = 15.0,
     workdir: Annotated[Path | None, typer.Option(
         "--workdir", help="Keep the evaluation's data directory here (reused next time, so "
         "features are not re-encoded); default a temporary one, deleted.")] = None,

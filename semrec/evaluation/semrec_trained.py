@@ -1,33 +1,51 @@
 """semrec trained on the split's training events, evaluated through its real artifacts.
 
 The catalog is ingested into the evaluation's data directory exactly as for the untrained
-runner (features cached once, never re-encoded). The training core (``semrec.training.fit``)
-learns from the valid phase's training sequences and stops early on the validation
-targets; the model is saved as a version and every product is embedded into that version's
-own collection from the feature cache (``semrec.index.write_all``), the path ``semrec train`` takes.
-The vectors are read back from the store and users come from ``load_user_tower`` on the
-saved version: what serving would load. The version is not promoted, so the directory's
-served (untrained) model is unchanged for the other runners.
+runner (features cached once, never re-encoded). Then the path ``semrec train`` takes:
+
+1. ``semrec.training.tune`` searches training settings on the validation phase (trained on
+   its training events, scored on its targets; the untrained model is candidate 0 and can
+   win; the new-product boost is chosen there too, on a held-out cold group);
+2. ``refit`` trains the chosen settings on the test phase's training events (validation
+   targets included) for the epochs validation chose, as ALS is refit;
+3. the refit model is saved as a version and every product is embedded into that version's
+   own collection from the feature cache (``semrec.index.write_all``); the vectors are
+   read back from the store and users come from the saved version's user tower: what
+   serving would load. The version is not promoted, so the directory's served (untrained) model is
+   unchanged for the other runners.
+
+The validation metrics reported (and compared with the other semrec variants) are those of
+the chosen candidate as the search trained it, on the validation phase: the refit model has
+read the validation targets. When the untrained model wins, the trained variant is the
+untrained one (the store's vectors, ``[user]`` pooling). Test targets are read by the
+orchestrator alone, once.
 
 Test users read their test-phase history (the validation event included), as every model
-does. Cold items were in no training sequence: they have no ID embedding and are ranked
-from their content vector alone, plus the feed's new-product boost (``[feed]``), as
-serving ranks them.
+does. Cold items were in no training sequence: they have no ID embedding and are ranked from
+their content vector alone, plus the boost validation chose, as serving ranks them.
 
-The variant trained is ``[train]`` in the config (``SEMREC_TRAIN__*`` overrides), named
-``semrec-trained-<user tower>[-id]``, in family ``semrec``.
+The search starts from ``[train]`` in the config (``SEMREC_TRAIN__*`` overrides), within
+``--train-minutes`` (search and refit); the variant is named after it,
+``semrec-trained-<user tower>[-id]``, in family ``semrec``; ``info`` says what was chosen.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from semrec.evaluation.base import EvalContext, Fitted
-from semrec.evaluation.semrec_models import item_vectors, user_vectors, vector_scorer
+from semrec.evaluation.metrics import Scorer
+from semrec.evaluation.semrec_models import ItemVectors, item_vectors, user_vectors, vector_scorer
 from semrec.evaluation.splits import Interactions
 from semrec.index import write_all
 from semrec.store import read_vectors
 from semrec.workspace import Workspace
+
+if TYPE_CHECKING:
+    from semrec.towers.sequential import SequentialUserTower
+
 
 
 def _sequences(train: Interactions, n_users: int) -> list[np.ndarray]:
@@ -37,12 +55,13 @@ def _sequences(train: Interactions, n_users: int) -> list[np.ndarray]:
 
 def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
     from semrec.towers import ItemTowerConfig
-    from semrec.training import ItemFeatures, Validation, fit, load_home
+    from semrec.training import ItemFeatures, Validation, load_home
     from semrec.training.reindex import save_version
+    from semrec.training.tuning import refit, tune
 
     split, settings, train = ctx.split, ctx.settings, ctx.settings.train
     name = f"semrec-trained-{train.user_tower}" + ("-id" if train.id_embeddings else "")
-    item_vectors(ctx)  # ingest: caches every product's features (a no-op when done before)
+    untrained_vectors = item_vectors(ctx)  # ingest: caches every product's features
     with Workspace(settings, role="evaluate") as ws:
         image_dim = ws.items(ws.served_version()).tower.config.image_dim
         cached, _ = load_home(ws.conn, image_dim)
@@ -54,36 +73,77 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
             cached.has_image[order] if cached.has_image is not None else None)
         valid_seqs = _sequences(split.valid.train, split.n_users)
         valid = Validation([valid_seqs[u] for u in split.valid.users], split.valid.targets)
-        tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim,
-                                dim=train.dim, text_weight=settings.tower.text_weight,
-                                image_weight=settings.tower.image_weight, seed=train.seed)
-        with ctx.stages.stage(f"{name}: train"):
-            result = fit(features, valid_seqs, train, tower, settings.user, valid=valid)
+        common = {"text_dim": features.text.shape[1], "image_dim": image_dim,
+                  "text_weight": settings.tower.text_weight,
+                  "image_weight": settings.tower.image_weight}
+        tower = ItemTowerConfig(dim=train.dim, seed=train.seed, **common)
+        untrained = ItemTowerConfig(dim=settings.tower.dim, seed=settings.tower.seed, **common)
+        with ctx.stages.stage(f"{name}: tune"):
+            tuned = tune(features, valid_seqs, valid, train, tower, untrained, settings.user)
+        info = {"train": train.model_dump(), "chosen": tuned.chosen.name,
+                "tuning": tuned.to_dict()}
+        if tuned.model is None:
+            return [_untrained(ctx, name, untrained_vectors, info)]
+        test_seqs = _sequences(split.test.train, split.n_users)
+        with ctx.stages.stage(f"{name}: refit"):
+            result = refit(features, test_seqs, tuned, tower, settings.user)
+        assert result is not None and tuned.settings is not None
         with ctx.stages.stage(f"{name}: index", total=len(features)) as advance:
-            manifest = save_version(ws, result, features.product_ids, train.model_dump())
+            manifest = save_version(ws, result, features.product_ids,
+                                    tuned.settings.model_dump(), tuned.to_dict())
             write_all(ws, manifest.version, advance)
             vectors, present = read_vectors(ws.store(manifest.version),
                                             ctx.dataset.product_ids)
         user_tower = ws.user_tower(manifest.version)
 
-    def users_of(phase_train: Interactions) -> np.ndarray:
-        if user_tower.kind == "sequential":
-            return user_tower.module.user_vectors(vectors, _sequences(phase_train, split.n_users))
-        return user_vectors(phase_train, split.n_users, vectors, ctx.dataset.event_kinds,
-                            settings.user)
-
+    boost = tuned.chosen.boost * tuned.settings.temperature  # cosine units, as serving adds it
     with ctx.stages.stage(f"{name}: users"):
-        valid_users, test_users = users_of(split.valid.train), users_of(split.test.train)
-    # the feed's boost of products the model had no training events for (cold ones)
-    boost = settings.feed.cosine_boost(train.temperature)
-    bonus = np.where(result.trained, 0.0, boost).astype(np.float32) if boost > 0 else None
+        test_users = _phase_users(ctx, split.test.train, vectors, getattr(
+            user_tower, "module", None))
+        searched = tuned.model.item_vectors(features)  # the search's model: validation unseen
+        valid_users = _phase_users(ctx, split.valid.train, searched, tuned.model.user_tower)
     with ctx.stages.stage(f"{name}: validate"):
-        valid_metrics = ctx.validate(vector_scorer(valid_users, vectors, present, bonus),
+        valid_metrics = ctx.validate(_boosted(searched, valid_users, tuned.model.trained, boost),
                                      f"{name}: validate")
-    info = {"model_version": manifest.version, "user_tower": user_tower.kind,
-            "id_embeddings": train.id_embeddings, "train": train.model_dump(),
-            "new_product_boost": settings.feed.new_product_boost,
-            "new_products": int((~result.trained).sum()), **result.metrics,
-            "epochs": result.epochs}
+    bonus = np.where(result.trained, 0.0, boost).astype(np.float32) if boost > 0 else None
+    info.update({"model_version": manifest.version, "user_tower": user_tower.kind,
+                 "id_embeddings": tuned.settings.id_embeddings,
+                 "chosen_train": tuned.settings.model_dump(),
+                 "new_product_boost": tuned.chosen.boost,
+                 "new_products": int((~result.trained).sum()), **result.metrics})
     return [Fitted(name, vector_scorer(test_users, vectors, present, bonus), family="semrec",
                    valid=valid_metrics, info=info)]
+
+
+def _phase_users(ctx: EvalContext, phase_train: Interactions, vectors: np.ndarray,
+                 sequential: SequentialUserTower | None) -> np.ndarray:
+    """Every user's vector after ``phase_train``: the trained transformer's, else pooled."""
+    split = ctx.split
+    if sequential is not None:
+        return sequential.user_vectors(vectors, _sequences(phase_train, split.n_users))
+    return user_vectors(phase_train, split.n_users, vectors, ctx.dataset.event_kinds,
+                        ctx.settings.user)
+
+
+def _boosted(vectors: np.ndarray, users: np.ndarray, trained: np.ndarray,
+             boost: float) -> Scorer:
+    """Exact cosine ranking with ``boost`` (cosine units) added to untrained products."""
+    bonus = np.where(trained, 0.0, boost).astype(np.float32) if boost > 0 else None
+    return vector_scorer(users, vectors, np.ones(len(vectors), bool), bonus)
+
+
+def _untrained(ctx: EvalContext, name: str, vecs: ItemVectors,
+               info: dict[str, Any]) -> Fitted:
+    """The untrained model won the search: the store's vectors, ``[user]`` pooling."""
+    split, kinds = ctx.split, ctx.dataset.event_kinds
+    valid_users = user_vectors(split.valid.train, split.n_users, vecs.vectors, kinds,
+                               ctx.settings.user)
+    test_users = user_vectors(split.test.train, split.n_users, vecs.vectors, kinds,
+                              ctx.settings.user)
+    with ctx.stages.stage(f"{name}: validate"):
+        valid = ctx.validate(vector_scorer(valid_users, vecs.vectors, vecs.present),
+                             f"{name}: validate")
+    info.update({"model_version": vecs.model_version, "user_tower": "pooling",
+                 "new_product_boost": 0.0})
+    return Fitted(name, vector_scorer(test_users, vecs.vectors, vecs.present), family="semrec",
+                  valid=valid, info=info)

@@ -263,13 +263,9 @@ class Recommender:
 
 def open_recommender(ws: Workspace, version: str | None = None) -> Recommender:
     """Queries on ``version`` (default: the served one), with the user tower that version
-    was saved with and, for a trained version, ``[feed] new_product_boost`` in the cosine
-    units of its training temperature."""
+    was saved with and, for a trained version, its new-product boost (``cosine_boost``)."""
     version = version or ws.served_version()
-    boost = 0.0
-    if ws.items(version).trained is not None:
-        temperature = float(ws.manifest(version).metrics["train"]["temperature"])
-        boost = ws.settings.feed.cosine_boost(temperature)
+    boost = ws.manifest(version).cosine_boost(ws.settings.feed)
     return Recommender(ws.store(version), ws.events, ws.products, ws.settings.user,
                        ws.user_tower(version), new_boost=boost)
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from safetensors.torch import load_file, save_file
 
+from semrec.config import FeedSettings
 from semrec.towers.item import ItemTower, ItemTowerConfig, add_ids
 
 MANIFEST = "manifest.json"
@@ -42,6 +43,17 @@ class ModelManifest:
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
+
+    def cosine_boost(self, feed: FeedSettings) -> float:
+        """What feeds add to the score of a product new to this version, in cosine units:
+        its training temperature times the boost its training chose on validation (else
+        ``[feed] new_product_boost``); 0 for a version never trained."""
+        if self.kind != "trained":
+            return 0.0
+        chosen = self.metrics.get("new_product_boost")
+        if chosen is not None:
+            feed = feed.model_copy(update={"new_product_boost": chosen})
+        return feed.cosine_boost(float(self.metrics["train"]["temperature"]))
 
 
 @dataclass(frozen=True)

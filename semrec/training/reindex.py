@@ -24,8 +24,12 @@ from semrec.workspace import Workspace
 
 
 def save_version(ws: Workspace, result: TrainResult, product_ids: list[str],
-                 settings: dict[str, Any]) -> ModelManifest:
-    """Write ``result`` as a new (not yet served) version; returns its manifest."""
+                 settings: dict[str, Any], tuning: dict[str, Any] | None = None
+                 ) -> ModelManifest:
+    """Write ``result`` as a new (not yet served) version; returns its manifest. ``tuning``
+    (``TuneResult.to_dict()``: every candidate with its validation score, the one chosen)
+    goes into the manifest's metrics, and its chosen ``new_product_boost`` (nats) becomes
+    the version's own, read by feeds instead of ``[feed] new_product_boost``."""
     extra: dict[str, torch.Tensor] = {}
     if result.user_tower is not None:
         extra.update({f"{USER_PREFIX}{k}": v.detach().contiguous()
@@ -37,10 +41,11 @@ def save_version(ws: Workspace, result: TrainResult, product_ids: list[str],
     if result.id_embeddings is not None:
         extra[ID_TENSOR] = torch.from_numpy(result.id_embeddings).contiguous()
     served = ws.manifest(ws.served_version())
+    metrics = {**result.metrics, "train": settings, "epochs": result.epochs}
+    if tuning is not None:
+        metrics.update({"tuning": tuning, "new_product_boost": tuning["new_product_boost"]})
     manifest = ws.models.save(result.item_tower, kind="trained", encoders=served.encoders,
-                              user_tower=user, metrics={**result.metrics, "train": settings,
-                                                        "epochs": result.epochs},
-                              extra_tensors=extra)
+                              user_tower=user, metrics=metrics, extra_tensors=extra)
     ws.models.save_products(
         manifest.version, [pid for pid, t in zip(product_ids, result.trained, strict=True) if t],
         product_ids if result.id_embeddings is not None else None)

@@ -63,82 +63,151 @@ def fit(features: ItemFeatures, sequences: list[np.ndarray], settings: TrainSett
         tower: ItemTowerConfig, user: UserSettings, valid: Validation | None = None,
         progress: Progress | None = None) -> TrainResult:
     """Train on ``sequences`` (item indices, oldest first). Without ``valid``, each user's
-    last event (sequences of 3+) is held out for validation and not trained on."""
-    threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
-        return _fit(features, sequences, settings, tower, user, valid, progress or Progress())
-    finally:
-        torch.set_num_threads(threads)
+    last event (sequences of 3+) is held out for validation and not trained on. With an
+    empty ``valid`` (a refit), exactly ``settings.epochs`` epochs run and the last is kept."""
+    with torch_threads(settings.threads):
+        run = Training(features, sequences, settings, tower, user, valid, progress)
+        while not run.done and run.seconds < settings.max_minutes * 60:
+            run.epoch()
+        return run.result()
 
 
-def _fit(features: ItemFeatures, sequences: list[np.ndarray], settings: TrainSettings,
-         tower: ItemTowerConfig, user: UserSettings, valid: Validation | None,
-         progress: Progress) -> TrainResult:
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    if valid is None:
-        sequences, valid = holdout_last(sequences)
-    valid = valid.sample(settings.valid_users, settings.seed)
-    examples = [s[-(settings.max_len + 1):] for s in sequences if len(s) >= 2]
-    if not examples:
-        raise ValueError("nothing to train on: no user has two or more events")
-    popularity = np.bincount(np.concatenate([s[1:] for s in examples]), minlength=len(features))
-    seen = np.bincount(np.concatenate(examples), minlength=len(features)) > 0
+class torch_threads:  # noqa: N801 (a context manager, used like a function)
+    """Cap torch's CPU threads to ``threads`` (0: leave them) inside the ``with`` block."""
 
-    items = ItemEncoder(ItemTower(tower), features, settings.id_embeddings, settings.id_dropout,
-                        seen)
-    users: torch.nn.Module = (
-        SequentialUserTower(SequentialConfig(tower.dim, settings.max_len, settings.layers,
-                                             settings.heads, settings.dropout))
-        if settings.user_tower == "sequential" else PoolingUsers(user, settings.max_len))
-    task = SampledSoftmax(popularity, settings.negatives, settings.temperature, settings.logq,
-                          seen, full=settings.loss == "full")
-    params = list(items.parameters()) + list(users.parameters())
-    optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    def __init__(self, threads: int) -> None:
+        self.threads, self.saved = threads, torch.get_num_threads()
 
-    started = time.perf_counter()
-    best: dict[str, Any] = {"recall": -1.0, "epoch": 0, "state": None}
-    history: list[dict[str, float]] = []
-    baseline = evaluate(items, users, valid)
-    for epoch in range(1, settings.epochs + 1):
-        batches = _batches(examples, settings.batch_size, rng)
-        progress.start(epoch, len(batches))
-        items.train()
-        users.train()
+    def __enter__(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.saved)
+
+
+class Training:
+    """One training run, an epoch at a time: ``fit`` loops it to the end, the search
+    (``tuning.py``) interleaves several and drops the losing ones.
+
+    After each epoch the validation targets are ranked (``valid_ranks``), with every
+    product in ``boosts`` (cosine units) added to products without training events, and
+    the epoch scores its best boost's recall@10; the best epoch's weights are kept. ``done``
+    after ``epochs`` epochs, or ``patience`` epochs without a better score. With no
+    validation users (a refit) the score is not read and the last epoch is kept.
+    """
+
+    def __init__(self, features: ItemFeatures, sequences: list[np.ndarray],
+                 settings: TrainSettings, tower: ItemTowerConfig, user: UserSettings,
+                 valid: Validation | None = None, progress: Progress | None = None,
+                 boosts: tuple[float, ...] = (0.0,)) -> None:
+        torch.manual_seed(settings.seed)
+        self.settings, self.progress, self.boosts = settings, progress or Progress(), boosts
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.rng = np.random.default_rng(settings.seed)
+        if valid is None:
+            sequences, valid = holdout_last(sequences)
+        self.valid = valid.sample(settings.valid_users, settings.seed)
+        self.examples = [s[-(settings.max_len + 1):] for s in sequences if len(s) >= 2]
+        if not self.examples:
+            raise ValueError("nothing to train on: no user has two or more events")
+        n = len(features)
+        popularity = np.bincount(np.concatenate([s[1:] for s in self.examples]), minlength=n)
+        self.seen = np.bincount(np.concatenate(self.examples), minlength=n) > 0
+        self.items = ItemEncoder(ItemTower(tower), features, settings.id_embeddings,
+                                 settings.id_dropout, self.seen)
+        self.users: torch.nn.Module = (
+            SequentialUserTower(SequentialConfig(tower.dim, settings.max_len, settings.layers,
+                                                 settings.heads, settings.dropout))
+            if settings.user_tower == "sequential" else PoolingUsers(user, settings.max_len))
+        self.task = SampledSoftmax(popularity, settings.negatives, settings.temperature,
+                                   settings.logq, self.seen, full=settings.loss == "full")
+        params = list(self.items.parameters()) + list(self.users.parameters())
+        self.optimiser = torch.optim.AdamW(params, lr=settings.lr,
+                                           weight_decay=settings.weight_decay)
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {"recall": -1.0, "epoch": 0, "boost": 0.0, "state": None}
+        self.seconds = 0.0
+        self.done = False
+        self.baseline = self.score()[0] if len(self.valid) else 0.0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def score(self) -> tuple[float, float, np.ndarray]:
+        """(best recall@10 over ``boosts``, that boost, each validation user's hit at it)
+        of the model as it is now."""
+        vectors = self.items.all_vectors()
+        users = user_vectors(self.users, vectors, self.valid.histories, history_window(self.users))
+        new = torch.from_numpy(~self.seen)
+        ranks = valid_ranks(vectors, users, self.valid, new, self.boosts)
+        recalls = (ranks < RECALL_K).mean(axis=1)
+        best = int(np.argmax(recalls))  # the first of equals: the smallest boost
+        return float(recalls[best]), self.boosts[best], ranks[best] < RECALL_K
+
+    def epoch(self) -> dict[str, float]:
+        """Train one epoch, score it, keep it if it is the best; returns its row."""
+        started = time.perf_counter()
+        number = self.epochs_run + 1
+        batches = _batches(self.examples, self.settings.batch_size, self.rng)
+        self.progress.start(number, len(batches))
+        self.items.train()
+        self.users.train()
         losses = []
         for batch in batches:
-            loss = _step(batch, items, users, task, optimiser, generator)
+            loss = _step(batch, self.items, self.users, self.task, self.optimiser,
+                         self.generator, self.settings.repeats)
             losses.append(loss)
-            progress.step(loss)
-        recall = evaluate(items, users, valid)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), f"valid_recall@{RECALL_K}": recall,
-               "seconds": round(time.perf_counter() - started, 1)}
-        history.append(row)
-        progress.end(epoch, row)
-        if recall > best["recall"]:
-            best = {"recall": recall, "epoch": epoch,
-                    "state": copy.deepcopy((items.state_dict(), users.state_dict()))}
-        elif epoch - best["epoch"] >= settings.patience:
-            break
-        if time.perf_counter() - started > settings.max_minutes * 60:
-            break
-    items.load_state_dict(best["state"][0])
-    users.load_state_dict(best["state"][1])
-    items.eval()
-    users.eval()
-    metrics = {f"valid_recall@{RECALL_K}": best["recall"], "best_epoch": best["epoch"],
-               "epochs_run": len(history), f"valid_recall@{RECALL_K}_untrained": baseline,
-               "train_seconds": round(time.perf_counter() - started, 1),
-               "valid_users": len(valid), "train_sequences": len(examples),
-               "train_positions": int(sum(len(s) - 1 for s in examples))}
-    ids = None
-    if items.ids is not None:
-        ids = (items.ids.weight.detach() * items.seen[:, None]).numpy().copy()
-    return TrainResult(items.tower, users if isinstance(users, SequentialUserTower) else None,
-                       ids, seen, metrics, history)
+            self.progress.step(loss)
+        recall, boost, hits = self.score() if len(self.valid) else (0.0, 0.0, None)
+        self.seconds += time.perf_counter() - started
+        row = {"epoch": number, "loss": float(np.nanmean(losses)) if losses else 0.0,
+               f"valid_recall@{RECALL_K}": recall, "seconds": round(self.seconds, 1)}
+        if len(self.boosts) > 1:
+            row["boost"] = boost
+        self.history.append(row)
+        self.progress.end(number, row)
+        if not len(self.valid):  # a refit: the last epoch is the one kept
+            self.best = {"recall": recall, "epoch": number, "boost": boost, "state": None}
+        elif recall > self.best["recall"]:
+            self.best = {"recall": recall, "epoch": number, "boost": boost, "hits": hits,
+                         "state": copy.deepcopy((self.items.state_dict(),
+                                                 self.users.state_dict()))}
+        if (number >= self.settings.epochs
+                or number - self.best["epoch"] >= self.settings.patience):
+            self.done = True
+        return row
+
+    def result(self) -> TrainResult:
+        """The best epoch's towers (the last epoch's without validation users)."""
+        if not self.history:
+            raise ValueError("no epoch trained yet")
+        items, users = self.items, self.users
+        if self.best["state"] is not None:
+            items.load_state_dict(self.best["state"][0])
+            users.load_state_dict(self.best["state"][1])
+        items.eval()
+        users.eval()
+        metrics = {f"valid_recall@{RECALL_K}": self.best["recall"],
+                   "best_epoch": self.best["epoch"], "epochs_run": self.epochs_run,
+                   f"valid_recall@{RECALL_K}_untrained": self.baseline,
+                   "train_seconds": round(self.seconds, 1), "valid_users": len(self.valid),
+                   "train_sequences": len(self.examples),
+                   "train_positions": int(sum(len(s) - 1 for s in self.examples))}
+        if len(self.boosts) > 1:
+            metrics["valid_boost"] = self.best["boost"]
+        ids = None
+        if items.ids is not None:
+            ids = (items.ids.weight.detach() * items.seen[:, None]).numpy().copy()
+        return TrainResult(items.tower, users if isinstance(users, SequentialUserTower) else None,
+                           ids, self.seen.copy(), metrics, list(self.history))
+
+
+def history_window(users: torch.nn.Module) -> int:
+    """How many of a history's newest events ``users`` reads."""
+    config = getattr(users, "config", None)
+    return config.max_len if config is not None else users.weights.shape[0]
 
 
 def _batches(examples: list[np.ndarray], size: int, rng: np.random.Generator
@@ -152,29 +221,43 @@ def _batches(examples: list[np.ndarray], size: int, rng: np.random.Generator
 
 def _step(batch: list[np.ndarray], items: ItemEncoder, users: torch.nn.Module,
           task: SampledSoftmax, optimiser: torch.optim.Optimizer,
-          generator: torch.Generator) -> float:
+          generator: torch.Generator, repeats: bool = True) -> float:
+    """One optimiser step on ``batch``; without ``repeats``, a position whose target the
+    user already had earlier in the window is read as history but not trained on."""
     length = max(len(s) for s in batch) - 1
     inputs = torch.zeros(len(batch), length, dtype=torch.long)
     targets = torch.zeros(len(batch), length, dtype=torch.long)
     valid = torch.zeros(len(batch), length, dtype=torch.bool)
+    trained = torch.zeros(len(batch), length, dtype=torch.bool)
     for i, seq in enumerate(batch):
         n = len(seq) - 1
         inputs[i, :n] = torch.from_numpy(seq[:-1])
         targets[i, :n] = torch.from_numpy(seq[1:])
         valid[i, :n] = True
-    positives = targets[valid]
+        trained[i, :n] = True if repeats else torch.from_numpy(new_targets(seq))
+    if not bool(trained.any()):
+        return float("nan")
+    positives = targets[trained]
     candidates, labels = task.candidates(positives, generator)
     needed, where = torch.unique(torch.cat([inputs[valid], candidates]), return_inverse=True)
     vectors = items(needed)
     n_in = int(valid.sum())
     history = torch.zeros(len(batch), length, vectors.shape[1])
     history[valid] = vectors[where[:n_in]]
-    user_vectors = users(history)[valid]
-    loss = task.loss(user_vectors, candidates, vectors[where[n_in:]], labels, n_in)
+    user_vectors = users(history)[trained]
+    loss = task.loss(user_vectors, candidates, vectors[where[n_in:]], labels, len(positives))
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()
     return float(loss.detach())
+
+
+def new_targets(seq: np.ndarray) -> np.ndarray:
+    """For each position ``t`` of ``seq`` (targets ``seq[1:]``), whether its target is a
+    product the sequence had not had before it."""
+    first = np.zeros(len(seq), bool)
+    first[np.unique(seq, return_index=True)[1]] = True
+    return first[1:]
 
 
 @torch.no_grad()
@@ -204,25 +287,49 @@ def user_vectors(users: torch.nn.Module, item_vectors: torch.Tensor,
 
 
 @torch.no_grad()
-def evaluate(items: ItemEncoder, users: torch.nn.Module, valid: Validation,
-             k: int = RECALL_K, batch: int = 1024) -> float:
-    """Full-ranking recall@k of ``valid``'s targets, each user's history excluded."""
-    if len(valid) == 0:
-        return 0.0
-    was = items.training
-    items.eval()
-    vectors = items.all_vectors()
-    max_len = getattr(users, "config", None)
-    u = user_vectors(users, vectors, valid.histories,
-                     max_len.max_len if max_len is not None else users.weights.shape[0])
-    hits = 0
+def valid_ranks(items: torch.Tensor, users: torch.Tensor, valid: Validation,
+                new: torch.Tensor | None = None, boosts: tuple[float, ...] = (0.0,),
+                batch: int = 1024) -> np.ndarray:
+    """Each validation target's 0-based full rank (history excluded, ties against the
+    target) among ``items`` (n, d) for users ``users`` (len(valid), d), once per boost:
+    ``boosts[b]`` added to every product in the mask ``new``. Shape (len(boosts), users)."""
+    out = np.zeros((len(boosts), len(valid)), np.int64)
+    lift = new.float() if new is not None else torch.zeros(len(items))
     for start in range(0, len(valid), batch):
-        scores = u[start:start + batch] @ vectors.T
+        scores = users[start:start + batch] @ items.T
+        rows = torch.arange(len(scores))
         for i, h in enumerate(valid.histories[start:start + batch]):
             scores[i, torch.from_numpy(np.asarray(h, np.int64))] = -torch.inf
         targets = torch.from_numpy(valid.targets[start:start + batch])
-        target_scores = scores[torch.arange(len(targets)), targets]
-        ranks = (scores >= target_scores[:, None]).sum(dim=1) - 1  # ties count against
-        hits += int((ranks < k).sum())
-    items.train(was)
-    return hits / len(valid)
+        for b, boost in enumerate(boosts):
+            lifted = scores + boost * lift if boost else scores
+            target = lifted[rows, targets]
+            out[b, start:start + len(scores)] = ((lifted >= target[:, None]).sum(1) - 1).numpy()
+    return out
+
+
+@torch.no_grad()
+def top_items(items: torch.Tensor, users: torch.Tensor, valid: Validation,
+              bonus: torch.Tensor | None = None, k: int = RECALL_K,
+              batch: int = 1024) -> np.ndarray:
+    """Each validation user's top ``k`` products (history excluded, ``bonus`` added)."""
+    out = np.zeros((len(valid), k), np.int64)
+    for start in range(0, len(valid), batch):
+        scores = users[start:start + batch] @ items.T
+        if bonus is not None:
+            scores = scores + bonus
+        for i, h in enumerate(valid.histories[start:start + batch]):
+            scores[i, torch.from_numpy(np.asarray(h, np.int64))] = -torch.inf
+        out[start:start + len(scores)] = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    return out
+
+
+def evaluate(items: ItemEncoder, users: torch.nn.Module, valid: Validation,
+             k: int = RECALL_K) -> float:
+    """Full-ranking recall@k of ``valid``'s targets, each user's history excluded."""
+    if len(valid) == 0:
+        return 0.0
+    vectors = items.all_vectors()
+    users_t = user_vectors(users, vectors, valid.histories, history_window(users))
+    ranks = valid_ranks(vectors, users_t, valid)
+    return float((ranks[0] < k).mean())

@@ -1,0 +1,407 @@
+"""Training that tunes itself on the shop's own validation targets, then refits on everything.
+
+``tune`` runs a bounded search over training settings. Candidate 0 is the untrained model
+(the frozen features through the initial, isometric heads, recency pooling: what a data
+directory serves before any training), scored exactly like every trained candidate, so it
+can win: a candidate that does not beat it on validation is never chosen. Then the
+candidates of ``candidates()``, in order (the configured ``[train]`` first, then
+alternatives that differ in one idea each: a higher temperature, published SASRec settings,
+content heads only, no ID embeddings, a lower learning rate, stronger regularisation,
+sampled softmax with 3,000 negatives), each trained with early stopping on the validation
+recall@10 and kept at its best epoch, in batches small enough for an epoch of at least
+``MIN_STEPS`` steps (``steps_batch``: small shops).
+
+The search is bounded by a time budget (``[train] max_minutes``) that includes the refit:
+before every epoch it checks that the epoch and the refit of the best candidate so far still
+fit, and stops otherwise. A candidate whose best-so-far recall after two or more epochs is
+below the untrained model's, or below the leader's at the same epoch, is dropped (it is
+unlikely to catch up, and the time is better spent on the next idea). Small shops, whose
+epochs take seconds, see every candidate; a large one spends its budget on the first few, in
+the order above.
+
+New products: before the search, a seeded share of the products with events (``cold_products``) is
+held out of every candidate's training (never a target, never an input), while validation
+users keep them in their histories and as targets: they are the validation cold group,
+standing in for the products the served model will meet untrained. Every epoch is scored
+with each boost of ``BOOST_NATS`` added to the products without training events (the feed's
+new-product boost, in nats of the candidate's softmax: ``boost * temperature`` in cosine
+units), and its best boost is the candidate's; untrained candidates are never boosted, as in
+serving. So the boost is chosen on validation, never on the test targets.
+
+``refit`` then trains the chosen settings on every event, validation targets included, for
+the epochs the search chose (how ALS is refit for the test), so the served model has read
+every user's newest events. It is nothing when the untrained model won.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from semrec.config import TrainSettings, UserSettings
+from semrec.towers.item import ItemTower, ItemTowerConfig
+from semrec.training.data import ItemFeatures, Validation
+from semrec.training.model import ItemEncoder, PoolingUsers
+from semrec.training.trainer import (
+    RECALL_K,
+    Progress,
+    Training,
+    TrainResult,
+    fit,
+    history_window,
+    top_items,
+    torch_threads,
+    user_vectors,
+    valid_ranks,
+)
+
+#: Feed boosts tried on validation for products without training events, in nats.
+BOOST_NATS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+#: Bounds on the share of products with events held out of the search as the cold group.
+COLD_SHARE = (0.02, 0.1)
+UNTRAINED = "untrained"
+#: An epoch has at least this many optimiser steps (``steps_batch``), batches no smaller
+#: than ``MIN_BATCH`` sequences.
+MIN_STEPS, MIN_BATCH = 50, 32
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search: a name and its overrides of ``[train]``."""
+
+    name: str
+    overrides: dict[str, Any]
+
+
+@dataclass
+class Scored:
+    """What the search learnt of one candidate: validation recall@10 at its best epoch and
+    boost (``epochs`` 0 for the untrained model), coverage@10 of its validation top tens,
+    recall of the cold group alone, and how the run ended (``status``: ``untrained``,
+    ``converged``, ``max_epochs``, ``dropped`` behind the leader, ``budget``, or
+    ``skipped`` for want of time)."""
+
+    name: str
+    overrides: dict[str, Any]
+    recall: float = 0.0
+    epochs: int = 0
+    boost: float = 0.0
+    coverage: float | None = None
+    cold_recall: float | None = None
+    epochs_run: int = 0
+    seconds: float = 0.0
+    seconds_per_epoch: float = 0.0
+    status: str = "skipped"
+    curve: list[float] = field(default_factory=list)
+    hits: np.ndarray | None = field(default=None, repr=False)  # per validation user
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(replace(self, hits=None))
+        out.pop("hits")
+        for key in ("recall", "coverage", "cold_recall", "seconds", "seconds_per_epoch"):
+            if out[key] is not None:
+                out[key] = round(out[key], 5)
+        out["curve"] = [round(c, 5) for c in self.curve]
+        return out
+
+
+@dataclass
+class TuneResult:
+    """Every candidate in the order tried (the untrained model first) and the one chosen:
+    the best validation recall@10, the earlier one among equals, and a trained one only
+    when its win over the untrained model is clear (``paired_z`` >= ``[train] win_z``).
+    ``settings`` is what ``refit`` trains (None when the untrained model won); ``valid``
+    the validation users every candidate was scored on; ``model`` the chosen candidate as
+    the search trained it (validation targets unseen), None when untrained."""
+
+    candidates: list[Scored]
+    chosen: Scored
+    settings: TrainSettings | None
+    valid: Validation
+    cold_products: int
+    cold_targets: int
+    seconds: float
+    budget_seconds: float
+    model: TrainResult | None = None
+    z: float = 0.0  # paired_z of the best trained candidate over the untrained model
+
+    @property
+    def untrained_won(self) -> bool:
+        return self.chosen.name == UNTRAINED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen.name, "valid_recall@10": round(self.chosen.recall, 5),
+                "epochs": self.chosen.epochs, "new_product_boost": self.chosen.boost,
+                "valid_users": len(self.valid), "cold_products": self.cold_products,
+                "cold_targets": self.cold_targets, "seconds": round(self.seconds, 1),
+                "budget_seconds": round(self.budget_seconds, 1), "z_over_untrained": self.z,
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+
+class TuneProgress(Progress):
+    """The trainer's callbacks plus one per candidate (all optional)."""
+
+    def candidate(self, name: str, overrides: dict[str, Any]) -> None: ...
+
+    def scored(self, result: Scored) -> None: ...
+
+
+def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list[Candidate]:
+    """The search space, in the order tried: the configured ``[train]``, then one idea each,
+    those that won or came close on other shops' validation first (docs/training.md).
+
+    ``content``: pooling users, no ID embeddings, heads as wide as the text features and a
+    quarter of the learning rate, so it starts at the untrained model and moves gently (the
+    candidate for small shops, where IDs and a transformer overfit). ``sasrec``: the settings
+    published for SASRec on Amazon data (dim 64, 1 block, 1 head, dropout 0.2, lr 1e-3).
+    ``no-repeats`` (only where the events have ``repeats``, a product bought again): no
+    training on targets already in the user's history, which feeds leave out anyway.
+    """
+    ideas = [
+        Candidate("configured", {}),
+        Candidate("warm", {"temperature": base.temperature * 2}),
+        Candidate("sasrec", {"user_tower": "sequential", "dim": 64, "layers": 1, "heads": 1,
+                             "dropout": 0.2, "lr": 1e-3}),
+        Candidate("content", {"user_tower": "pooling", "id_embeddings": False,
+                              "dim": text_dim, "lr": base.lr / 4}),
+        Candidate("no-ids", {"id_embeddings": False}),
+        Candidate("slow", {"lr": base.lr / 4}),
+        Candidate("regularised", {"weight_decay": 0.1, "dropout": 0.5, "id_dropout": 0.5}),
+        Candidate("sampled", {"loss": "sampled", "negatives": 3000}),
+    ]
+    if repeats:
+        ideas.insert(5, Candidate("no-repeats", {"repeats": False}))
+    seen: set[str] = set()
+    out = []
+    for idea in ideas:
+        key = base.model_copy(update=idea.overrides).model_dump_json()
+        if key not in seen:
+            seen.add(key)
+            out.append(idea)
+    return out
+
+
+def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
+         base: TrainSettings, tower: ItemTowerConfig, untrained: ItemTowerConfig,
+         user: UserSettings, budget_minutes: float | None = None,
+         progress: TuneProgress | None = None,
+         space: list[Candidate] | None = None) -> TuneResult:
+    """Search ``space`` (default ``candidates(base)``; without ``base.search`` its first,
+    the configured settings, alone) on ``valid``, training on
+    ``sequences`` minus the held-out cold products; ``tower`` is the trained item tower's
+    config (its ``dim`` replaced by each candidate's), ``untrained`` the initial one.
+    ``budget_minutes`` (default ``base.max_minutes``) bounds the search and the refit."""
+    if space is None:
+        space = candidates(base, tower.text_dim, any(len(np.unique(s)) < len(s)
+                                                     for s in sequences))
+        space = space if base.search else space[:1]
+    with torch_threads(base.threads):
+        return _tune(features, sequences, valid, base, tower, untrained, user,
+                     (budget_minutes or base.max_minutes) * 60, progress or TuneProgress(),
+                     space)
+
+
+def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
+          base: TrainSettings, tower: ItemTowerConfig, untrained: ItemTowerConfig,
+          user: UserSettings, budget: float, progress: TuneProgress,
+          space: list[Candidate]) -> TuneResult:
+    started = time.perf_counter()
+    valid = valid.sample(base.valid_users, base.seed)
+    held = cold_products(sequences, len(features), base.seed)
+    cold = np.zeros(len(features), bool)
+    cold[held] = True
+    train = [s[~cold[s]] for s in sequences] if len(held) else sequences
+    cold_users = cold[valid.targets] if len(valid) else np.zeros(0, bool)
+    positions = sum(max(len(s) - 1, 0) for s in sequences)
+    tuned_positions = max(sum(max(len(s) - 1, 0) for s in train), 1)
+
+    progress.candidate(UNTRAINED, {})
+    zero = score_untrained(features, untrained, user, valid, cold_users)
+    progress.scored(zero)
+    results, leader = [zero], zero
+    model: TrainResult | None = None
+    runs: dict[str, float] = {}  # seconds per epoch seen, per candidate
+
+    def refit_seconds(best: Scored) -> float:
+        return best.epochs * best.seconds_per_epoch * positions / tuned_positions
+
+    def epoch_guess(name: str) -> float:
+        return runs.get(name) or (max(runs.values()) if runs else 0.0)
+
+    stop = False
+    for idea in space:
+        scored = Scored(idea.name, idea.overrides)
+        results.append(scored)
+        if stop:
+            continue
+        elapsed = time.perf_counter() - started
+        if elapsed + epoch_guess(idea.name) + refit_seconds(leader) > budget:
+            stop = True
+            continue
+        settings = base.model_copy(update={**idea.overrides,
+                                           **steps_batch(base, idea.overrides, train)})
+        progress.candidate(idea.name, idea.overrides)
+        boosts = tuple(b * settings.temperature for b in BOOST_NATS)
+        run = Training(features, train, settings, replace(tower, dim=settings.dim), user,
+                       valid, progress, boosts)
+        scored.status = "budget"
+        while True:
+            row = run.epoch()
+            runs[idea.name] = run.seconds / run.epochs_run
+            scored.curve.append(row[f"valid_recall@{RECALL_K}"])
+            _update(scored, run, settings)
+            if run.done:
+                scored.status = ("max_epochs" if run.epochs_run >= settings.epochs
+                                 else "converged")
+                break
+            if _behind(scored, leader, zero):
+                scored.status = "dropped"
+                break
+            elapsed = time.perf_counter() - started
+            # the next epoch may become this candidate's best: its refit one epoch longer
+            grown = replace(scored, epochs=scored.epochs_run + 1)
+            refit_cost = max(refit_seconds(leader), refit_seconds(grown))
+            if elapsed + runs[idea.name] + refit_cost > budget:
+                stop = True
+                break
+        _describe(scored, run, valid, cold_users)
+        progress.scored(scored)
+        if scored.recall > leader.recall:
+            leader, model = scored, run.result()
+        del run
+    z = paired_z(leader.hits, zero.hits) if leader is not zero else 0.0
+    if leader is not zero and z < base.win_z:  # not a clear win: keep the untrained model
+        leader, model = zero, None
+    chosen_settings = (None if leader.name == UNTRAINED
+                       else base.model_copy(update={**leader.overrides,
+                                                    **steps_batch(base, leader.overrides, train),
+                                                    "epochs": leader.epochs}))
+    return TuneResult(results, leader, chosen_settings, valid, int(len(held)),
+                      int(cold_users.sum()), time.perf_counter() - started, budget, model,
+                      round(z, 3))
+
+
+def steps_batch(base: TrainSettings, overrides: dict[str, Any],
+                sequences: list[np.ndarray]) -> dict[str, int]:
+    """A batch size small enough that an epoch has ``MIN_STEPS`` optimiser steps: a small
+    shop's few hundred sequences in batches of 512 would learn from a handful of steps an
+    epoch (amazon-office: 10), which early stopping reads as not learning. Empty when the
+    configured ``batch_size`` already gives that many (or a candidate sets its own)."""
+    if "batch_size" in overrides:
+        return {}
+    n = sum(1 for s in sequences if len(s) >= 2)
+    size = max(MIN_BATCH, n // MIN_STEPS)
+    return {"batch_size": size} if size < base.batch_size else {}
+
+
+def paired_z(hits: np.ndarray | None, baseline: np.ndarray | None) -> float:
+    """McNemar's z of ``hits`` over ``baseline`` on the same users: (b - c) / sqrt(b + c),
+    b the users only ``hits`` finds, c those only ``baseline`` finds (0 when none differ)."""
+    if hits is None or baseline is None or not len(hits):
+        return 0.0
+    b, c = int((hits & ~baseline).sum()), int((~hits & baseline).sum())
+    return (b - c) / np.sqrt(b + c) if b + c else 0.0
+
+
+def _update(scored: Scored, run: Training, settings: TrainSettings) -> None:
+    scored.recall, scored.hits = run.best["recall"], run.best["hits"]
+    scored.epochs = run.best["epoch"]
+    scored.boost = round(run.best["boost"] / settings.temperature, 3)
+    scored.epochs_run = run.epochs_run
+    scored.seconds = run.seconds
+    scored.seconds_per_epoch = run.seconds / run.epochs_run
+
+
+def _behind(scored: Scored, leader: Scored, zero: Scored) -> bool:
+    """After two or more epochs, below the untrained model, or below what the leader had
+    reached by the same epoch."""
+    n = len(scored.curve)
+    if n < 2:
+        return False
+    if max(scored.curve) < zero.recall:
+        return True
+    return bool(leader.curve) and max(scored.curve) < max(leader.curve[:n])
+
+
+def _describe(scored: Scored, run: Training, valid: Validation, cold_users: np.ndarray) -> None:
+    """Coverage@10 and cold-group recall of the candidate at its best epoch and boost."""
+    run.result()  # loads the best epoch's weights
+    vectors = run.items.all_vectors()
+    users = user_vectors(run.users, vectors, valid.histories, history_window(run.users))
+    bonus = torch.from_numpy(np.where(run.seen, 0.0, run.best["boost"]).astype(np.float32))
+    score = score_vectors(vectors, users, valid, bonus, cold_users)
+    scored.coverage, scored.cold_recall = score["coverage"], score["cold_recall"]
+
+
+def cold_products(sequences: list[np.ndarray], n_items: int, seed: int) -> np.ndarray:
+    """The products held out of the search: a seeded sample of those with events, as many
+    as the catalog's share of products without events (the ones new to a trained model),
+    bounded by ``COLD_SHARE``."""
+    counts = np.bincount(np.concatenate(sequences), minlength=n_items) if sequences else \
+        np.zeros(n_items, np.int64)
+    with_events = np.flatnonzero(counts)
+    share = float(np.clip(1 - len(with_events) / max(n_items, 1), *COLD_SHARE))
+    n = int(round(share * len(with_events)))
+    if n == 0 or len(with_events) < 50:  # too few products to spare any
+        return np.zeros(0, np.int64)
+    return np.sort(np.random.default_rng(seed).choice(with_events, n, replace=False))
+
+
+@torch.no_grad()
+def score_vectors(items: torch.Tensor, users: torch.Tensor, valid: Validation,
+                  bonus: torch.Tensor | None = None,
+                  cold_users: np.ndarray | None = None) -> dict[str, Any]:
+    """Validation recall@10 (history excluded, ``bonus`` added to each product's score),
+    coverage@10 (distinct products in the top tens over the catalog) and the recall of the
+    users in ``cold_users`` alone (None without any)."""
+    if not len(valid):
+        return {"recall": 0.0, "coverage": 0.0, "cold_recall": None,
+                "hits": np.zeros(0, bool)}
+    if bonus is not None and bool(bonus.any()):
+        boost = float(bonus.max())
+        ranks = valid_ranks(items, users, valid, bonus > 0, (boost,))[0]
+    else:
+        ranks = valid_ranks(items, users, valid)[0]
+    hits = ranks < RECALL_K
+    top = top_items(items, users, valid, bonus)
+    cold = None
+    if cold_users is not None and cold_users.any():
+        cold = float(hits[cold_users].mean())
+    return {"recall": float(hits.mean()), "coverage": len(np.unique(top)) / len(items),
+            "cold_recall": cold, "hits": hits}
+
+
+def score_untrained(features: ItemFeatures, tower: ItemTowerConfig, user: UserSettings,
+                    valid: Validation, cold_users: np.ndarray | None = None) -> Scored:
+    """Candidate 0: the initial item tower (no IDs) and recency pooling over the newest
+    ``max_history`` events, as served before any training; never boosted."""
+    started = time.perf_counter()
+    items = ItemEncoder(ItemTower(tower), features, id_embeddings=False)
+    vectors = items.all_vectors()
+    users = user_vectors(PoolingUsers(user, user.max_history), vectors, valid.histories,
+                         user.max_history)
+    score = score_vectors(vectors, users, valid, None, cold_users)
+    return Scored(UNTRAINED, {}, recall=score["recall"], coverage=score["coverage"],
+                  cold_recall=score["cold_recall"], status=UNTRAINED,
+                  seconds=time.perf_counter() - started, hits=score["hits"])
+
+
+def refit(features: ItemFeatures, sequences: list[np.ndarray], tuned: TuneResult,
+          tower: ItemTowerConfig, user: UserSettings,
+          progress: Progress | None = None) -> TrainResult | None:
+    """The chosen settings trained on every sequence (validation targets included) for the
+    epochs the search chose, the last epoch kept; None when the untrained model won."""
+    if tuned.settings is None:
+        return None
+    settings = tuned.settings.model_copy(update={"max_minutes": 24 * 60.0})
+    empty = Validation([], np.zeros(0, np.int64))
+    result = fit(features, sequences, settings, replace(tower, dim=settings.dim), user,
+                 valid=empty, progress=progress)
+    result.metrics.update({f"valid_recall@{RECALL_K}": tuned.chosen.recall,
+                           f"valid_recall@{RECALL_K}_untrained": tuned.candidates[0].recall,
+                           "best_epoch": tuned.chosen.epochs, "refit": True})
+    return result
