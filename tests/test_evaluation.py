@@ -447,7 +447,7 @@ def test_evaluate_writes_one_result_per_model_and_group(evaluated) -> None:
                                                 "coverage@5", "coverage@10", "mrr"}
         assert set(result["ci"][group]) == names | {"ratio", "difference"}
     # trained candidates say so in their names; untrained ones do not
-    trained = {n for n in names if result["info"].get(n, {}).get("epochs") is not None}
+    trained = {n for n in names if "tuning" in result["info"].get(n, {})}
     assert trained == {n for n in names if "trained" in n} == {"semrec-trained-sequential-id"}
     assert set(result["als_params"]) == {"factors", "regularization", "alpha", "iterations"}
     assert set(result["ease_params"]) == {"lambda"}

@@ -86,22 +86,33 @@ class SequentialUserTower(nn.Module):
                      batch: int = 512) -> np.ndarray:
         """Batched ``user_vector``: ``histories[i]`` indexes rows of ``item_vectors`` (n, dim),
         oldest first. Zeros for an empty history."""
-        self.eval()
-        out = np.zeros((len(histories), self.config.dim), np.float32)
         table = torch.from_numpy(np.asarray(item_vectors, np.float32))
-        order = np.argsort([len(h) for h in histories], kind="stable")
-        for start in range(0, len(order), batch):
-            rows = [r for r in order[start:start + batch] if len(histories[r])]
-            if not rows:
-                continue
-            windows = [histories[r][-self.config.max_len:] for r in rows]
-            length = max(len(w) for w in windows)
-            index = torch.zeros(len(rows), length, dtype=torch.long)
-            for i, w in enumerate(windows):
-                index[i, :len(w)] = torch.from_numpy(np.asarray(w, np.int64))
-            mask = torch.arange(length)[None, :] < torch.tensor([len(w) for w in windows])[:, None]
-            x = table[index] * mask[..., None]
-            users = self(x)
-            last = torch.tensor([len(w) - 1 for w in windows])
-            out[rows] = users[torch.arange(len(rows)), last].numpy()
-        return out
+        return user_vectors(self, table, histories, self.config.max_len, batch).numpy()
+
+
+@torch.no_grad()
+def user_vectors(users: nn.Module, item_vectors: torch.Tensor, histories: list[np.ndarray],
+                 max_len: int | None = None, batch: int = 512) -> torch.Tensor:
+    """Each history's user vector after its newest event (zeros for an empty one), for any
+    causal user tower ``users`` ((b, L, d) item vectors in, a user vector per position out:
+    the sequential tower, or training's pooling), in batches of like length; only the
+    newest ``max_len`` events of a history are read."""
+    users.eval()
+    out = torch.zeros(len(histories), item_vectors.shape[1])
+    limit = max_len or max((len(h) for h in histories), default=1)
+    order = np.argsort([len(h) for h in histories], kind="stable")
+    for start in range(0, len(order), batch):
+        rows = [r for r in order[start:start + batch] if len(histories[r])]
+        if not rows:
+            continue
+        windows = [histories[r][-limit:] for r in rows]
+        length = max(len(w) for w in windows)
+        index = torch.zeros(len(rows), length, dtype=torch.long)
+        valid = torch.zeros(len(rows), length, dtype=torch.bool)
+        for i, w in enumerate(windows):
+            index[i, :len(w)] = torch.from_numpy(np.asarray(w, np.int64))
+            valid[i, :len(w)] = True
+        x = item_vectors[index] * valid[..., None]
+        last = torch.tensor([len(w) - 1 for w in windows])
+        out[rows] = users(x)[torch.arange(len(rows)), last]
+    return out

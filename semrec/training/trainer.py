@@ -20,7 +20,7 @@ import torch
 
 from semrec.config import TrainSettings, UserSettings
 from semrec.towers.item import ItemTower, ItemTowerConfig, add_ids
-from semrec.towers.sequential import SequentialConfig, SequentialUserTower
+from semrec.towers.sequential import SequentialConfig, SequentialUserTower, user_vectors
 from semrec.training.data import ItemFeatures, Validation, holdout_last
 from semrec.training.model import ItemEncoder, PoolingUsers, SampledSoftmax
 
@@ -258,32 +258,6 @@ def new_targets(seq: np.ndarray) -> np.ndarray:
     first = np.zeros(len(seq), bool)
     first[np.unique(seq, return_index=True)[1]] = True
     return first[1:]
-
-
-@torch.no_grad()
-def user_vectors(users: torch.nn.Module, item_vectors: torch.Tensor,
-                 histories: list[np.ndarray], max_len: int | None = None,
-                 batch: int = 512) -> torch.Tensor:
-    """Each history's user vector (after its newest event), batched by length."""
-    users.eval()
-    out = torch.zeros(len(histories), item_vectors.shape[1])
-    limit = max_len or max(len(h) for h in histories)
-    order = np.argsort([len(h) for h in histories], kind="stable")
-    for start in range(0, len(order), batch):
-        rows = [r for r in order[start:start + batch] if len(histories[r])]
-        if not rows:
-            continue
-        windows = [histories[r][-limit:] for r in rows]
-        length = max(len(w) for w in windows)
-        index = torch.zeros(len(rows), length, dtype=torch.long)
-        valid = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, w in enumerate(windows):
-            index[i, :len(w)] = torch.from_numpy(np.asarray(w, np.int64))
-            valid[i, :len(w)] = True
-        x = item_vectors[index] * valid[..., None]
-        last = torch.tensor([len(w) - 1 for w in windows])
-        out[rows] = users(x)[torch.arange(len(rows)), last]
-    return out
 
 
 @torch.no_grad()
