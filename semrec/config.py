@@ -186,6 +186,10 @@ class ApiSettings(_Section):
 
     read_requires_key: bool = False
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    #: torch threads of `semrec serve` (query and PUT /items encoding): 1 leaves the other
+    #: core to the event loop; 2 threads made a query's encoding 15-40x slower on this
+    #: 2-core machine under load (docs/benchmarks.md). 0: torch's default.
+    encoder_threads: int = Field(1, ge=0)
     #: Where the storefront's Overview finds the latest evaluation report (``report.md``
     #: and ``recall.png``); default ``<home>/reports/latest``.
     report_dir: Path | None = None

@@ -149,7 +149,7 @@ class Workspace:
         """``ModelMismatch`` unless ``version`` was built on the configured text encoder
         (what encodes new text, e.g. a search query, must match the index)."""
         built_on = self.manifest(version).encoders.get("text")
-        configured = self.encoders.ids()["text"]
+        configured = text_encoder_id(self.settings.text)  # the image side is not looked up
         if built_on != configured:
             raise ModelMismatch(
                 f"model {version} was built on the text encoder {built_on}, but the config "

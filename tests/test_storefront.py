@@ -318,3 +318,31 @@ def test_product_categories_and_the_page(api: TestClient) -> None:
         assert api.get(f"/static/{name}").status_code == 200, name
     assert api.get("/static/../storefront.py").status_code == 404
     assert os.path.basename(api.get("/report").json()["markdown"]) != ""
+
+
+def test_concurrent_queries_share_encoder_passes(shop: Path) -> None:
+    """Eight different queries at once share one encoder pass; each vector is the one the
+    query gets encoded alone, and asking again is answered from the cache."""
+    import asyncio
+
+    import numpy as np
+
+    from semrec.serving.search import QueryVectors, query_vector
+
+    texts = [f"{colour} {thing}" for colour, thing in zip(
+        ("red", "blue", "green", "black", "white", "pink", "grey", "brown"),
+        ("dress", "kettle", "laptop", "spade", "espresso machine", "lamp", "tote", "sofa"),
+        strict=True)]
+    with Workspace(load_settings(home=shop / "home"), own_index=False) as ws:
+        version = ws.served_version()
+        vectors = QueryVectors()
+
+        async def all_at_once() -> list[np.ndarray]:
+            return await asyncio.gather(*(vectors.get(ws, version, t) for t in texts))
+
+        batched = asyncio.run(all_at_once())
+        assert vectors.passes == 1
+        alone = [query_vector(ws, version, t) for t in texts]
+        np.testing.assert_allclose(np.stack(batched), np.stack(alone), atol=1e-5)
+        again = asyncio.run(all_at_once())
+        assert vectors.passes == 1 and all(a is b for a, b in zip(again, batched, strict=True))

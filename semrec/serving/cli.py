@@ -288,6 +288,10 @@ def serve(ctx: typer.Context,
         service = ApiService(settings)
     if notice:
         err.print(f"[bold yellow]{notice}[/]", highlight=False)
+    if settings.api.encoder_threads:
+        import torch
+
+        torch.set_num_threads(settings.api.encoder_threads)
     if warm:
         service.warm()
     try:

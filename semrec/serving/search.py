@@ -9,7 +9,7 @@ trained text head, the same map the products' text went through.
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections import OrderedDict
 
 import numpy as np
@@ -31,33 +31,67 @@ def check_query(text: str, max_chars: int, name: str = "q") -> str:
     return query
 
 
-def query_vector(ws: Workspace, version: str, text: str) -> np.ndarray:
-    """The unit vector of ``text`` under ``version`` (built on the configured text encoder:
-    ``ModelMismatch`` otherwise, as the query would land in another space)."""
+def query_vectors(ws: Workspace, version: str, texts: list[str]) -> np.ndarray:
+    """The unit vectors of ``texts`` under ``version`` (built on the configured text
+    encoder: ``ModelMismatch`` otherwise, as the queries would land in another space), in one
+    call of the encoder."""
     ws.check_text_encoder(version)
-    features = ws.encoders.text().encode_text([text])
-    return ws.items(version).tower.embed(features)[0]
+    features = ws.encoders.text().encode_text(texts)
+    return ws.items(version).tower.embed(features)
+
+
+def query_vector(ws: Workspace, version: str, text: str) -> np.ndarray:
+    """``query_vectors`` of one text."""
+    return query_vectors(ws, version, [text])[0]
 
 
 class QueryVectors:
-    """``query_vector`` with a bounded LRU cache per (version, query): a storefront sends
-    the same query again whenever a filter or the page changes, and shoppers' queries
-    repeat. Thread-safe; a new served version simply misses."""
+    """Query vectors for the API: a bounded LRU cache per (version, query) (a storefront
+    sends the same query again whenever a filter or the page changes, and shoppers' queries
+    repeat), and dynamic batching of the rest: the queries that arrive while the encoder is
+    busy are encoded together in its next call, in a worker thread, so concurrent searches
+    share one encoder pass instead of queueing one pass each."""
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._waiting: dict[tuple[str, str], list[asyncio.Future[np.ndarray]]] = {}
+        self._encoding: asyncio.Task[None] | None = None
+        self.passes = 0  # encoder calls so far (each encodes every query waiting for it)
 
-    def get(self, ws: Workspace, version: str, text: str) -> np.ndarray:
+    async def get(self, ws: Workspace, version: str, text: str) -> np.ndarray:
         key = (version, text)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        vector = query_vector(ws, version, text)
-        with self._lock:
-            self._cache[key] = vector
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        return vector
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._encoding is None or self._encoding.done():
+            self._encoding = asyncio.create_task(self._encode(ws))
+        return await future
+
+    async def _encode(self, ws: Workspace) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            for version in {v for v, _ in batch}:
+                keys = [k for k in batch if k[0] == version]
+                self.passes += 1
+                try:
+                    vectors = await asyncio.to_thread(
+                        query_vectors, ws, version, [text for _, text in keys])
+                except Exception as exc:  # noqa: BLE001 - each waiting request raises it
+                    for key in keys:
+                        for future in batch[key]:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for key, vector in zip(keys, vectors, strict=True):
+                    self._keep(key, vector)
+                    for future in batch[key]:
+                        if not future.done():
+                            future.set_result(vector)
+
+    def _keep(self, key: tuple[str, str], vector: np.ndarray) -> None:
+        self._cache[key] = vector
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)

@@ -159,17 +159,19 @@ async def search(
     """Products ranked for a free-text query through the served version's text side
     (text encoder, then the item tower's text head), filtered and diversified; with
     ``user_id``, re-ranked by ``q.x + [search] user_weight * u.x``. The query is encoded
-    in a worker thread (the encoder is the slow part), the search runs in its turn."""
+    in a worker thread, batched with the queries that arrive meanwhile (``QueryVectors``:
+    the encoder is the slow part), then the search runs in its turn."""
     front = _front(request)
     settings = front.settings
     query = check_query(q, settings.search.max_query_chars)
     version = await service.served()
-    vector = await run_in_threadpool(front.vectors.get, service.ws, version, query)
+    vector = await front.vectors.get(service.ws, version, query)
+    if service.version != version:  # a switch in between: the vector of the new version
+        version = await service.served()
+        vector = await front.vectors.get(service.ws, version, query)
 
     def work(rec: Recommender) -> SearchOut:
-        served = service.version or version  # a switch in between: encode for the new one
-        v = vector if served == version else front.vectors.get(service.ws, served, query)
-        result = rec.search(query, v, k, filters, diversity, user_id,
+        result = rec.search(query, vector, k, filters, diversity, user_id,
                             settings.search.user_weight)
         return SearchOut(query=result.query, user_id=result.user_id,
                          personalised=result.personalised,
