@@ -1,6 +1,7 @@
 """Similar items by look (``similar --by image|text|both``), on a real home: the fixture
-catalog (its first 90 products, 15 of each category) indexed with the bundled MiniLM and the bundled efficientnet-lite0 (a real ImageNet
-network) into Qdrant Edge, plus two products made here with known answers:
+catalog's first 90 products (12-20 of each category) indexed with the bundled MiniLM and
+the bundled efficientnet-lite0 (a real ImageNet network) into Qdrant Edge, plus two products
+made here with known answers:
 
 - ``X-LOOK``: a laptop's text with a dress's photo (``images/P0002.png``, a pink ring; see
   fixtures/README.md): by image it looks like the dresses, by text it reads like the laptops;
@@ -39,7 +40,7 @@ runner = CliRunner()
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("look-home")
     write_config(home, {"model": "efficientnet-lite0"})
-    products = read_catalog(FIXTURES / "catalog.csv").items[:90]  # 15 of each category
+    products = read_catalog(FIXTURES / "catalog.csv").items[:90]  # 12-20 a category
     by_id = {p.product_id: p for p in products}
     laptop = next(p for p in products if p.category == "laptops")
     extra = [replace(laptop, product_id="X-LOOK", image=by_id["P0002"].image),
