@@ -125,6 +125,16 @@ def test_product_page_shows_similar_items_with_images(page: Any, site: tuple[str
     diverse = wait(page, lambda: (lambda c: c if [x["id"] for x in c] != [x["id"] for x in similar]
                                   else None)(cards(page, ".similar-list")))
     assert diverse[0]["id"] == similar[0]["id"]
+    from selenium.webdriver.support.ui import Select
+
+    by = Select(page.find_element(By.ID, "similar-by"))
+    assert [o.get_attribute("value") for o in by.options] == ["both", "image", "text"]
+    by.select_by_value("text")  # (this site has no image features: by image is a 404)
+    wait(page, lambda: "by=text" in page.current_url and "diversity=0.6" in page.current_url)
+    listed = page.find_element(By.CSS_SELECTOR, ".similar-list")
+    wait(page, lambda: listed.get_attribute("aria-busy") is None)  # set before the URL moved
+    by_text = cards(page, ".similar-list")
+    assert len(by_text) == 8 and first["id"] not in {c["id"] for c in by_text}
 
 
 def test_shopper_feed_says_because_with_a_thumbnail(page: Any, site: tuple[str, Path]) -> None:

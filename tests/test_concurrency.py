@@ -158,6 +158,12 @@ def test_queries_answer_fully_during_ingest_and_reindex(server: dict) -> None:
     similar = subprocess.run([server["semrec"], "--home", str(home), "similar", "N001",
                               "--json"], env=server["env"], capture_output=True, text=True)
     assert similar.returncode == 0 and len(json.loads(similar.stdout)) == 10
+    by = {by: subprocess.run([server["semrec"], "--home", str(home), "similar", "N001", "--by",
+                              by, "--json"], env=server["env"], capture_output=True, text=True)
+          for by in ("text", "image")}  # --by through the live server (images are off here)
+    assert by["text"].returncode == 0 and len(json.loads(by["text"].stdout)) == 10
+    assert by["image"].returncode == 1 and "answered 404" in by["image"].stderr
+    assert "'N001' has no image" in by["image"].stderr
 
 
 def _reindex_beside(home: Path) -> str:

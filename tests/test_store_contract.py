@@ -2,7 +2,9 @@
 in-process mode and (when ``QDRANT_URL`` is set) a real Qdrant server, and each must give
 the answers of an exact numpy search with the same filter semantics, and so each other's.
 
-The vectors are the real ones: the fixture catalog indexed once with the bundled MiniLM.
+The vectors are the real ones: the fixture catalog indexed once with the bundled MiniLM and
+the tiny CLIP image tower, every fifth product without its image (so its point has no
+"image" vector): the fused default vector and the per-modality "text" and "image" ones.
 """
 
 from __future__ import annotations
@@ -10,19 +12,20 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import models
 
 from ingest import image_source, read_catalog, read_events
 from semrec.config import load_settings
 from semrec.index import ingest as index_ingest
-from semrec.serving.recommender import Campaign, Recommender, open_recommender
-from semrec.store import SERVED_ALIAS, Filters, VectorStore
+from semrec.serving.recommender import Campaign, NoSuchModality, Recommender, open_recommender
+from semrec.store import MODALITIES, SERVED_ALIAS, Filters, NoModalityVectors, VectorStore
 from semrec.store.edge import EdgeStore
 from semrec.store.server import QdrantServerStore
 from semrec.workspace import Workspace
@@ -37,30 +40,48 @@ class Corpus:
     vectors: np.ndarray  # unit rows
     payloads: list[dict[str, Any]]
     home: Path
+    #: per modality, unit rows; a zero row where the product lacks it (no image)
+    by_modality: dict[str, np.ndarray]
 
-    def exact(self, query: np.ndarray, k: int, filters: Filters | None = None) -> list[str]:
-        """The reference answer: brute-force cosine over the products ``filters`` passes."""
+    def exact(self, query: np.ndarray, k: int, filters: Filters | None = None,
+              using: str = "") -> list[str]:
+        """The reference answer: brute-force cosine over the products ``filters`` passes
+        (that have a ``using`` vector)."""
         f = filters or Filters()
-        scores = self.vectors @ (query / np.linalg.norm(query))
+        vectors = self.by_modality[using] if using else self.vectors
+        scores = vectors @ (query / np.linalg.norm(query))
+        has = np.any(vectors != 0, axis=1)
         order = np.argsort(-scores, kind="stable")
-        return [self.ids[i] for i in order if f.passes(self.payloads[i])][:k]
+        return [self.ids[i] for i in order if has[i] and f.passes(self.payloads[i])][:k]
+
+
+NO_IMAGE = {f"P{n:04d}" for n in range(5, 301, 5)}
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_clip: dict[str, str]) -> Corpus:
     home = tmp_path_factory.mktemp("contract-home")
-    write_config(home)
+    write_config(home, tiny_clip)
     settings = load_settings(home=home)
+    products = [replace(p, image=None) if p.product_id in NO_IMAGE else p
+                for p in read_catalog(FIXTURES / "catalog.csv").items]
     with Workspace(settings, role="test") as ws:
-        index_ingest(ws, read_catalog(FIXTURES / "catalog.csv").items, image_source())
+        index_ingest(ws, products, image_source())
         ws.events.add(read_events(FIXTURES / "events.csv").items)
-        ids = sorted(ws.served_store().product_ids())
-        items = ws.served_store().get(ids)
+        store = ws.served_store()
+        ids = sorted(store.product_ids())
+        items = store.get(ids)
+        named = {m: store.get(ids, using=m) for m in MODALITIES}
     vectors = np.stack([i.vector for i in items])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    by_modality = {m: np.stack([i.vector if i.vector is not None else np.zeros(vectors.shape[1],
+                                                                                np.float32)
+                                for i in got]) for m, got in named.items()}
+    has_image = np.any(by_modality["image"] != 0, axis=1)
+    assert {pid for pid, has in zip(ids, has_image, strict=True) if not has} == NO_IMAGE
     # a trained version marks the products it had no events for as new: every 7th here
     payloads = [{**item.payload, "new": n % 7 == 0} for n, item in enumerate(items)]
-    return Corpus(ids, vectors, payloads, home)
+    return Corpus(ids, vectors, payloads, home, by_modality)
 
 
 def _open(kind: str, root: Path, dim: int, collection: str) -> VectorStore:
@@ -82,7 +103,7 @@ def store(request: pytest.FixtureRequest, corpus: Corpus,
     collection = f"semrec-contract-{uuid.uuid4().hex[:8]}"
     opened = _open(request.param, tmp_path_factory.mktemp("store"), corpus.vectors.shape[1],
                    collection)
-    opened.upsert(corpus.ids, corpus.vectors, corpus.payloads)
+    opened.upsert(corpus.ids, corpus.vectors, corpus.payloads, corpus.by_modality)
     opened.optimize()
     yield opened
     _drop(opened)
@@ -148,8 +169,101 @@ def test_delete_and_upsert_are_visible_at_once(store: VectorStore, corpus: Corpu
         assert "P0042" not in {h.product_id for h in store.search(query, 20)}
         assert store.get(["P0042"]) == [] and store.count() == len(corpus.ids) - 1
     finally:
-        store.upsert(["P0042"], corpus.vectors[i:i + 1], [corpus.payloads[i]])
+        store.upsert(["P0042"], corpus.vectors[i:i + 1], [corpus.payloads[i]],
+                     {m: v[i:i + 1] for m, v in corpus.by_modality.items()})
     assert store.search(query, 1)[0].product_id == "P0042"
+
+
+@pytest.mark.parametrize("using", MODALITIES)
+@pytest.mark.parametrize("filters", FILTERS[:7] + FILTERS[9:10], ids=lambda f: repr(f)[8:60])
+def test_search_by_modality_matches_exact_search(store: VectorStore, corpus: Corpus,
+                                                 using: str, filters: Filters) -> None:
+    """Each modality's own vectors, searched in the store with the same filters; only the
+    products that have the modality come back (none of ``NO_IMAGE`` by image)."""
+    assert store.modalities == MODALITIES
+    for pid in [p for p in [*QUERIES, "P0101"] if using == "text" or p not in NO_IMAGE]:
+        query = corpus.by_modality[using][corpus.ids.index(pid)]
+        hits = store.search(query, 10, filters, using=using)
+        assert [h.product_id for h in hits] == corpus.exact(query, 10, filters, using), pid
+        if using == "image":
+            assert not NO_IMAGE & {h.product_id for h in hits}
+        rows = corpus.by_modality[using][[corpus.ids.index(h.product_id) for h in hits]]
+        assert np.allclose([h.score for h in hits], rows @ query, atol=1e-4)
+
+
+def test_get_and_search_by_modality_return_that_vector(store: VectorStore,
+                                                       corpus: Corpus) -> None:
+    got = store.get(["P0010", "P0011", "NOPE"], using="image")
+    assert [i.product_id for i in got] == ["P0010", "P0011"]
+    assert got[0].vector is None  # P0010 has no image
+    i = corpus.ids.index("P0011")
+    assert np.allclose(got[1].vector, corpus.by_modality["image"][i], atol=1e-5)
+    assert not np.allclose(got[1].vector, corpus.vectors[i], atol=1e-2)
+    text = store.get(["P0010"], using="text")[0].vector
+    assert np.allclose(text, corpus.by_modality["text"][corpus.ids.index("P0010")], atol=1e-5)
+    hits = store.search(corpus.by_modality["image"][i], 3, using="image", with_vectors=True)
+    for h in hits:
+        assert np.allclose(h.vector, corpus.by_modality["image"][corpus.ids.index(h.product_id)],
+                           atol=1e-5)
+    with pytest.raises(ValueError, match="unknown vector 'colour'"):
+        store.search(corpus.vectors[0], 3, using="colour")
+
+
+def test_upsert_without_an_image_drops_the_old_image_vector(store: VectorStore,
+                                                            corpus: Corpus) -> None:
+    i = corpus.ids.index("P0042")
+    image = corpus.by_modality["image"][i]
+    assert store.search(image, 1, using="image")[0].product_id == "P0042"
+    lost = {"text": corpus.by_modality["text"][i:i + 1], "image": np.zeros((1, image.size))}
+    store.upsert(["P0042"], corpus.vectors[i:i + 1], [corpus.payloads[i]], lost)
+    try:
+        assert store.get(["P0042"], using="image")[0].vector is None
+        assert "P0042" not in {h.product_id for h in store.search(image, 20, using="image")}
+        assert store.search(corpus.vectors[i], 1)[0].product_id == "P0042"
+    finally:
+        store.upsert(["P0042"], corpus.vectors[i:i + 1], [corpus.payloads[i]],
+                     {m: v[i:i + 1] for m, v in corpus.by_modality.items()})
+    assert store.search(image, 1, using="image")[0].product_id == "P0042"
+
+
+def _legacy(kind: str, root: Path, dim: int, collection: str) -> VectorStore:
+    """A collection as semrec made it before the named vectors: one unnamed vector."""
+    if kind == "edge":
+        qe.EdgeShard.create(str(root / collection), qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))).close()
+        return EdgeStore.open(root / collection, dim)
+    url = ":memory:" if kind == "memory" else os.environ["QDRANT_URL"]
+    client = QdrantServerStore.open(url, f"{collection}-probe", dim).client
+    client.create_collection(collection, vectors_config=models.VectorParams(
+        size=dim, distance=models.Distance.COSINE))
+    return QdrantServerStore.open(url, collection, dim, client=client)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_an_old_collection_serves_the_default_search_until_recreated(
+        kind: str, corpus: Corpus, tmp_path: Path) -> None:
+    """Opened as it is (no migration on open); ``--by`` there says how to rebuild it, and
+    ``recreate`` gives it every named vector."""
+    dim = corpus.vectors.shape[1]
+    old = _legacy(kind, tmp_path, dim, f"semrec-legacy-{uuid.uuid4().hex[:8]}")
+    try:
+        assert old.modalities == ()
+        old.upsert(corpus.ids, corpus.vectors, corpus.payloads, corpus.by_modality)
+        query = corpus.vectors[corpus.ids.index("P0002")]
+        assert [h.product_id for h in old.search(query, 10)] == corpus.exact(query, 10)
+        assert np.allclose(old.get(["P0002"])[0].vector, query, atol=1e-5)
+        with pytest.raises(NoModalityVectors, match="semrec verify --repair"):
+            old.search(query, 10, using="image")
+        with pytest.raises(NoModalityVectors, match="'text'"):
+            old.get(["P0002"], using="text")
+        old.recreate()
+        assert old.modalities == MODALITIES and old.count() == 0
+        old.upsert(corpus.ids, corpus.vectors, corpus.payloads, corpus.by_modality)
+        image = corpus.by_modality["image"][corpus.ids.index("P0002")]
+        assert ([h.product_id for h in old.search(image, 10, using="image")]
+                == corpus.exact(image, 10, using="image"))
+    finally:
+        _drop(old)
 
 
 def test_recommender_gives_the_same_answers_on_every_backend(store: VectorStore,
@@ -167,8 +281,14 @@ def test_recommender_gives_the_same_answers_on_every_backend(store: VectorStore,
                 assert [(i.product_id, i.because) for i in a.items] == \
                        [(i.product_id, i.because) for i in b.items], (user, diversity)
         for pid in QUERIES:
-            a, b = (r.similar(pid, 6, diversity=0.5) for r in (reference, other))
-            assert [i.product_id for i in a] == [i.product_id for i in b], pid
+            for by in ("both", "text", "image"):
+                if by == "image" and pid in NO_IMAGE:
+                    for r in (reference, other):
+                        with pytest.raises(NoSuchModality, match=f"{pid!r} has no image"):
+                            r.similar(pid, 6, by=by)
+                    continue
+                a, b = (r.similar(pid, 6, diversity=0.5, by=by) for r in (reference, other))
+                assert [i.product_id for i in a] == [i.product_id for i in b], (pid, by)
         campaign = Campaign(slots=4, category="laptops", max_price=900.0)
         assert ([i.product_id for i in reference.ads("U002", campaign).items]
                 == [i.product_id for i in other.ads("U002", campaign).items])

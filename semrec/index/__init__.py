@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from semrec.index.stage import (
     BATCH,
+    Embedded,
     IngestReport,
     catch_up,
     delete,
     embed,
     embed_cached,
+    embed_rows,
     ingest,
     pending,
     point_payload,
@@ -18,5 +20,6 @@ from semrec.index.stage import (
     write_all,
 )
 
-__all__ = ["BATCH", "IngestReport", "catch_up", "delete", "embed", "embed_cached", "ingest",
-           "pending", "point_payload", "product_hash", "reindex_rows", "write_all"]
+__all__ = ["BATCH", "Embedded", "IngestReport", "catch_up", "delete", "embed", "embed_cached",
+           "embed_rows", "ingest", "pending", "point_payload", "product_hash", "reindex_rows",
+           "write_all"]

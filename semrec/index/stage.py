@@ -3,7 +3,8 @@
     plan    each product's text and image cache keys and content hash, and whether it
             must be (re)indexed under the version being written
     encode  the texts and images the feature cache lacks, once per content and encoder
-    embed   item vectors from cached features with a version's tower and ID table
+    embed   item vectors from cached features with a version's tower and ID table: the
+            fused one (with the ID embedding) and each modality's own (without)
     write   upsert into the version's store first, the catalog rows second
 
 ``ingest`` runs all four for products, into the served version (``semrec ingest``,
@@ -152,7 +153,7 @@ def _ingest_batch(ws: Workspace, version: str, batch: Sequence[Product], images:
     failpoint("ingest:features-cached")
     started = time.perf_counter()
     rows = [w.row(version) for w in todo]
-    vectors = embed(ws.features, ws.items(version), rows)
+    vectors = embed_rows(ws.features, ws.items(version), rows)
     report.timed("tower", started)
     started = time.perf_counter()
     write(ws, ws.store(version), ws.items(version), rows, vectors)
@@ -294,9 +295,32 @@ def embed_cached(features: FeatureCache, tower: ItemTower, text_keys: Sequence[s
     return tower.embed(text, image, has_image)
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """What a product's point holds: its fused vector, and each modality's own unit vector
+    (``MODALITIES``; an all-zero row where the product lacks the modality)."""
+
+    fused: np.ndarray
+    by_modality: dict[str, np.ndarray]
+
+
+def embed_rows(features: FeatureCache, items: VersionItems,
+               rows: Sequence[ProductRow]) -> Embedded:
+    """The indexed vectors of catalog ``rows`` under ``items``' version, from cached
+    features: the tower's fused vector plus the product's ID embedding where it has one,
+    and the tower's per-modality vectors. The ID embedding is left out of those: it is
+    learnt from behaviour, while "similar by look" must be the look alone."""
+    tower = items.tower
+    text, image, has_image = features.matrix([r.text_key for r in rows],
+                                             [r.image_key for r in rows],
+                                             tower.config.image_dim)
+    fused = items.vectors([r.product_id for r in rows], tower.embed(text, image, has_image))
+    return Embedded(fused, tower.embed_modalities(text, image, has_image))
+
+
 def embed(features: FeatureCache, items: VersionItems,
           rows: Sequence[ProductRow]) -> np.ndarray:
-    """The indexed vectors of catalog ``rows`` under ``items``' version, from cached
+    """The fused indexed vectors of catalog ``rows`` under ``items``' version, from cached
     features: the tower's vector, plus the product's ID embedding where it has one."""
     content = embed_cached(features, items.tower, [r.text_key for r in rows],
                            [r.image_key for r in rows])
@@ -316,10 +340,11 @@ def point_payload(row: ProductRow, items: VersionItems) -> dict[str, Any]:
 
 # -- write ---------------------------------------------------------------------------------
 def write(ws: Workspace, store: VectorStore, items: VersionItems, rows: Sequence[ProductRow],
-          vectors: np.ndarray) -> None:
+          vectors: Embedded) -> None:
     """Upsert ``rows`` into ``store``, then record them (as built by ``items``' version) in
     the catalog table."""
-    store.upsert([r.product_id for r in rows], vectors, [point_payload(r, items) for r in rows])
+    store.upsert([r.product_id for r in rows], vectors.fused,
+                 [point_payload(r, items) for r in rows], vectors.by_modality)
     failpoint("ingest:store-written")
     with ws.conn:
         ws.products.put([replace(r, model_version=items.version) for r in rows])
@@ -333,7 +358,7 @@ def reindex_rows(ws: Workspace, rows: Sequence[ProductRow]) -> None:
     store, items = ws.store(version), ws.items(version)
     for start in range(0, len(rows), BATCH):
         batch = list(rows[start:start + BATCH])
-        write(ws, store, items, batch, embed(ws.features, items, batch))
+        write(ws, store, items, batch, embed_rows(ws.features, items, batch))
     store.optimize()
 
 
@@ -348,9 +373,9 @@ def write_all(ws: Workspace, version: str,
     rows = list(ws.products.all())
     for start in range(0, len(rows), BATCH):
         batch = rows[start:start + BATCH]
-        vectors = embed(ws.features, items, batch)
-        store.upsert([r.product_id for r in batch], vectors,
-                     [point_payload(r, items) for r in batch])
+        vectors = embed_rows(ws.features, items, batch)
+        store.upsert([r.product_id for r in batch], vectors.fused,
+                     [point_payload(r, items) for r in batch], vectors.by_modality)
         with ws.conn:
             ws.products.mark_built(version, [(r.product_id, r.content_hash) for r in batch])
         if on_progress:
@@ -371,7 +396,7 @@ def catch_up(ws: Workspace, version: str) -> int:
     stale = ws.products.not_built_by(version)
     for start in range(0, len(stale), BATCH):
         batch = stale[start:start + BATCH]
-        write(ws, store, items, batch, embed(ws.features, items, batch))
+        write(ws, store, items, batch, embed_rows(ws.features, items, batch))
     indexed = list(store.product_ids())
     orphans = sorted(set(indexed) - ws.products.known(indexed))
     if orphans:

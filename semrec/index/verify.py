@@ -15,6 +15,9 @@ Checks, each a ``Finding`` kind (``repair`` fixes every one of them):
 - ``foreign_encoder``: a product indexed from features that another encoder (or other
   weights) made than the configured one: a mix of embedding spaces in one index (the
   product is re-planned, which re-encodes it with the configured encoder);
+- ``no_modality_vectors``: the served index was built before per-modality vectors (an old
+  semrec), so ``similar --by image|text`` cannot search it (the collection is recreated
+  with them and every catalog row re-embedded from the feature cache);
 - ``stale_popularity``: ``product_stats`` disagrees with the events (recounted);
 - with a catalog file: ``not_indexed`` for a product of the file that is new or changed
   since it was indexed (ingested).
@@ -86,6 +89,10 @@ def verify(ws: Workspace, images: ImageSource, catalog: Sequence[Product] | None
                         for pid in missing]
     index_findings, stored = _index_differences(ws, rows, version)
     report.findings += index_findings
+    if not ws.store(version).modalities:
+        report.findings.append(Finding("no_modality_vectors", version, (
+            "the index has no per-modality vectors (built by an older semrec): "
+            "`similar --by image|text` needs them")))
     stats = _stale_popularity(ws)
     report.findings += [Finding("stale_popularity", pid, f"{have} counted, {want} events")
                         for pid, have, want in stats]
@@ -171,6 +178,10 @@ def _repair(ws: Workspace, images: ImageSource, rows: dict[str, ProductRow],
     kinds: dict[str, set[str]] = {}
     for f in findings:
         kinds.setdefault(f.kind, set()).add(f.subject)
+    if kinds.get("no_modality_vectors"):  # rebuilt empty: every row is missing from it
+        ws.store(ws.served_version()).recreate()
+        kinds["missing_from_index"] = set(rows)
+        kinds.pop("orphan_in_index", None)
     if kinds.get("orphan_in_index"):
         ws.store(ws.served_version()).delete(sorted(kinds["orphan_in_index"]))
     if kinds.get("corrupt_feature"):

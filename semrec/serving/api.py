@@ -39,9 +39,10 @@ from semrec.serving.params import (
     K,
     ProductId,
     Service,
+    SimilarBy,
     UserId,
 )
-from semrec.serving.recommender import Feed, Recommender, UnknownProduct
+from semrec.serving.recommender import Feed, NoSuchModality, Recommender, UnknownProduct
 from semrec.serving.schemas import (
     ITEMS_SHAPE,
     CampaignIn,
@@ -57,6 +58,7 @@ from semrec.serving.schemas import (
 )
 from semrec.serving.security import BodyLimit, KeyHolder, public_info, scrub
 from semrec.serving.service import ApiService, Scheduler
+from semrec.store import NoModalityVectors
 from semrec.workspace import EmptyIndex, ModelMismatch, Workspace
 
 __all__ = ["ApiService", "Scheduler", "create_app", "router"]
@@ -86,9 +88,10 @@ async def info(service: Service, holds_key: KeyHolder) -> dict[str, Any]:
 @router.get("/items/{product_id}/similar", response_model=SimilarOut,
             tags=["recommendations"], dependencies=READ)
 async def similar(service: Service, product_id: ProductId, filters: FiltersDep, k: K = 10,
-                  diversity: Diversity = 0.0) -> SimilarOut:
-    """Products most similar to ``product_id`` (never itself), filtered and diversified."""
-    items = await service.query(lambda rec: rec.similar(product_id, k, filters, diversity))
+                  diversity: Diversity = 0.0, by: SimilarBy = "both") -> SimilarOut:
+    """Products most similar to ``product_id`` (never itself), filtered and diversified;
+    ``by=image`` finds those that look like it (404 for a product without an image)."""
+    items = await service.query(lambda rec: rec.similar(product_id, k, filters, diversity, by))
     return SimilarOut(product_id=product_id, items=[ItemOut.of(i) for i in items])
 
 
@@ -209,6 +212,7 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": scrub(message)}, status_code=status)
 
     @app.exception_handler(UnknownProduct)
+    @app.exception_handler(NoSuchModality)
     @app.exception_handler(UnknownItem)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return error(404, str(exc))
@@ -221,6 +225,7 @@ def _error_handlers(app: FastAPI) -> None:
     async def bad_value(request: Request, exc: InvalidInput) -> JSONResponse:
         return error(422, str(exc))
 
+    @app.exception_handler(NoModalityVectors)
     @app.exception_handler(ModelMismatch)
     async def mismatch(request: Request, exc: ModelMismatch) -> JSONResponse:
         return error(409, str(exc))

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from semrec.config import Settings, load_settings
 from semrec.errors import reported
 from semrec.home import HomeBusy
 from semrec.index import ingest as index_products
-from semrec.serving.recommender import Recommendation, open_recommender
+from semrec.serving.recommender import SIMILAR_BY, Recommendation, open_recommender
 from semrec.serving.remote import RemoteApi, live_server
 from semrec.state import InsertReport
 from semrec.store import Filters
@@ -199,6 +200,9 @@ ExcludeOption = Annotated[list[str] | None, typer.Option(
     "--exclude", help="Product IDs never to return (repeat, or separate with commas).")]
 DiversityOption = Annotated[float, typer.Option(
     "--diversity", min=0.0, max=1.0, help="MMR re-ranking: 0 = pure relevance, 1 = most diverse.")]
+SimilarBy = Enum("SimilarBy", {name: name for name in SIMILAR_BY}, type=str)  # type: ignore[misc]
+ByOption = Annotated[SimilarBy, typer.Option(
+    "--by", help="Similar by: image (looks like it), text, or both (the fused vector).")]
 
 
 @app.command()
@@ -206,13 +210,16 @@ def similar(ctx: typer.Context, product_id: str, k: KOption = 10,
             category: CategoryOption = None, min_price: MinPriceOption = None,
             max_price: MaxPriceOption = None, in_stock: InStockOption = None,
             exclude: ExcludeOption = None, diversity: DiversityOption = 0.0,
+            by: ByOption = SimilarBy.both,  # type: ignore[attr-defined]
             as_json: JsonFlag = False) -> None:
-    """Products most similar to PRODUCT_ID (never itself)."""
+    """Products most similar to PRODUCT_ID (never itself), by image, text or both."""
     with _user_errors():
         filters = Filters.parse(category, min_price, max_price, in_stock, exclude)
         with _owner_or_server(_settings(ctx), "similar") as (ws, remote):
-            items = (remote or open_recommender(ws)).similar(product_id, k, filters, diversity)
-    _show(items, as_json, f"Similar to {product_id}")
+            items = (remote or open_recommender(ws)).similar(product_id, k, filters, diversity,
+                                                             by.value)
+    _show(items, as_json, f"Similar to {product_id}" + ("" if by.value == "both"
+                                                         else f" by {by.value}"))
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path, Query, Request
 
@@ -20,6 +20,8 @@ Service = Annotated[ApiService, Depends(_service)]
 K = Annotated[int, Query(ge=1, le=1000, description="How many results.")]
 Diversity = Annotated[float, Query(ge=0.0, le=1.0, description=(
     "MMR re-ranking: 0 = pure relevance, 1 = most diverse."))]
+SimilarBy = Annotated[Literal["both", "text", "image"], Query(description=(
+    "Similar by: image (looks like it), text, or both (the fused vector)."))]
 
 
 async def query_filters(

@@ -17,7 +17,7 @@ from semrec.config import UserSettings
 from semrec.errors import InvalidInput, UserError
 from semrec.serving.rerank import because, mmr, pool_size
 from semrec.state import EventLog, ProductTable
-from semrec.store.base import Filters, Hit, VectorStore
+from semrec.store.base import Filters, Hit, NoModalityVectors, VectorStore
 from semrec.towers.user import PoolingUserTower, UserTower
 from semrec.workspace import Workspace
 
@@ -29,6 +29,20 @@ class UnknownProduct(UserError, LookupError):
     def __init__(self, product_id: str) -> None:
         super().__init__(f"unknown product ID {product_id!r}: it is not in the index "
                          "(ingest it first, or check the ID)")
+        self.product_id = product_id
+
+
+#: ``similar``'s ``by``: which of a product's vectors finds its neighbours ("both": fused).
+SIMILAR_BY = {"both": "", "text": "text", "image": "image"}
+
+
+class NoSuchModality(UserError, LookupError):
+    """``similar --by image`` for a product that has no image (so nothing to look like)."""
+
+    def __init__(self, product_id: str, by: str) -> None:
+        super().__init__(f"product {product_id!r} has no {by}: it was indexed without one, so "
+                         f"nothing can be similar to it by {by} (ask by text or both, or "
+                         f"ingest it again with an {by})")
         self.product_id = product_id
 
 
@@ -111,14 +125,25 @@ class Recommender:
         self.new_boost = new_boost
 
     def similar(self, product_id: str, k: int = 10, filters: Filters | None = None,
-                diversity: float = 0.0) -> list[Recommendation]:
+                diversity: float = 0.0, by: str = "both") -> list[Recommendation]:
         """The ``k`` products closest to ``product_id``, never the product itself;
-        ``diversity`` > 0 re-ranks a larger candidate pool with MMR."""
-        items = self.store.get([product_id], with_vectors=True)
+        ``diversity`` > 0 re-ranks a larger candidate pool with MMR. ``by`` picks the space:
+        ``both`` the fused vector, ``text`` or ``image`` that modality's own vector (the
+        product's as the query, searched among the products that have one: "looks like
+        this"). ``NoSuchModality`` for ``by="image"`` on a product without an image."""
+        if by not in SIMILAR_BY:
+            raise InvalidInput(f"by must be one of {', '.join(SIMILAR_BY)}, got {by!r}")
+        using = SIMILAR_BY[by]
+        items = self.store.get([product_id], with_vectors=True, using=using)
         if not items:
             raise UnknownProduct(product_id)
+        vector = items[0].vector
+        if vector is None:
+            if using in items[0].payload.get("modalities", ()):  # written without them
+                raise NoModalityVectors(self.store.location, using)
+            raise NoSuchModality(product_id, by)
         filters = (filters or Filters()).with_exclude([product_id])
-        hits = self._search(items[0].vector, k, filters, diversity)
+        hits = self._search(vector, k, filters, diversity, using)
         return [Recommendation(h.product_id, h.score, h.payload, "similar") for h in hits]
 
     def search(self, query: str, vector: np.ndarray, k: int = 10,
@@ -150,11 +175,12 @@ class Recommender:
                             user_id, personalised=True)
 
     def _search(self, vector: np.ndarray, k: int, filters: Filters,
-                diversity: float) -> list[Hit]:
-        """Top ``k`` by relevance, or MMR over ``pool_size`` candidates when diversifying."""
+                diversity: float, using: str = "") -> list[Hit]:
+        """Top ``k`` by relevance, or MMR over ``pool_size`` candidates when diversifying
+        (in the space searched: ``using``)."""
         _check_diversity(diversity)
         hits = self.store.search(vector, pool_size(k, diversity), filters,
-                                 with_vectors=diversity > 0)
+                                 with_vectors=diversity > 0, using=using)
         if diversity <= 0:
             return hits[:k]
         if not hits:

@@ -123,9 +123,9 @@ class RemoteApi:
         return report, total
 
     def similar(self, product_id: str, k: int, filters: Filters,
-                diversity: float) -> list[Recommendation]:
+                diversity: float, by: str = "both") -> list[Recommendation]:
         path = f"/items/{urllib.parse.quote(product_id, safe='')}/similar"
-        answer = self.call("GET", path, params=_params(k, filters, diversity))
+        answer = self.call("GET", path, params=[*_params(k, filters, diversity), ("by", by)])
         return [_recommendation(item) for item in answer["items"]]
 
     def feed(self, user_id: str, k: int, filters: Filters, diversity: float) -> Feed:

@@ -18,10 +18,19 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from semrec.store.base import Filters, Hit, StoredItem, VectorStore, point_id, read_vectors
+from semrec.store.base import (
+    MODALITIES,
+    Filters,
+    Hit,
+    NoModalityVectors,
+    StoredItem,
+    VectorStore,
+    point_id,
+    read_vectors,
+)
 
-__all__ = ["SERVED_ALIAS", "Filters", "Hit", "StoredItem", "VectorStore", "open_store",
-           "point_id", "read_vectors"]
+__all__ = ["MODALITIES", "SERVED_ALIAS", "Filters", "Hit", "NoModalityVectors", "StoredItem",
+           "VectorStore", "open_store", "point_id", "read_vectors"]
 
 
 def _edge(url: str, index_root: Path, name: str, dim: int) -> VectorStore:

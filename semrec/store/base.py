@@ -3,6 +3,13 @@
 Products are addressed by their string ID; backends map it to a stable Qdrant point ID
 (a UUIDv5 of the product ID) and keep the product ID in the payload. Scores are cosine
 similarities. What works on one backend works, with the same answers, on the others.
+
+Each point holds its fused vector as the default (unnamed, ``""``) vector, and beside it one
+named vector per modality the product has (``MODALITIES``: a product without an image has
+no ``"image"`` vector), so "looks like this" is a real index search (``using="image"``) with
+the same filters. A collection made before the named vectors existed has only the default
+one (``modalities`` empty): it serves the default search as before, and a search or get
+``using`` a modality raises ``NoModalityVectors``, which says how to rebuild it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from semrec.errors import InvalidInput
+from semrec.errors import InvalidInput, UserError
 
 #: Namespace for product-ID -> point-ID mapping. Never change it: it would orphan every index.
 POINT_NAMESPACE = uuid.UUID("6f0c1d2e-7a4b-5c3d-9e8f-0a1b2c3d4e5f")
@@ -23,6 +30,36 @@ POINT_NAMESPACE = uuid.UUID("6f0c1d2e-7a4b-5c3d-9e8f-0a1b2c3d4e5f")
 #: Payload fields with an index (filterable fast); their Qdrant schema types.
 INDEXED_FIELDS = {"category": "keyword", "price": "float", "in_stock": "bool",
                   "model_version": "keyword", "new": "bool"}
+
+
+#: The named per-modality vectors a point may carry beside its fused default vector ``""``.
+MODALITIES = ("text", "image")
+
+
+class NoModalityVectors(UserError):
+    """A collection built before per-modality vectors was asked for one."""
+
+    def __init__(self, location: str, using: str) -> None:
+        super().__init__(
+            f"the index {location} has no per-modality ({using!r}) vectors: it was built by an "
+            "older semrec; rebuild it with `semrec verify --repair` (or `semrec train`), then "
+            "ask again")
+        self.using = using
+
+
+def check_using(using: str, modalities: Sequence[str], location: str) -> None:
+    """``ValueError`` for a name that is no vector of the contract; ``NoModalityVectors``
+    for a modality this collection (an old one) does not hold."""
+    if using and using not in MODALITIES:
+        raise ValueError(f"unknown vector {using!r}: use '' (fused) or one of {MODALITIES}")
+    if using and using not in modalities:
+        raise NoModalityVectors(location, using)
+
+
+def present_rows(matrix: np.ndarray) -> np.ndarray:
+    """Which rows of a per-modality matrix hold a vector (an all-zero row: the product
+    lacks that modality, and its point gets no vector of that name)."""
+    return np.any(np.asarray(matrix) != 0, axis=1)
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -104,20 +141,32 @@ class VectorStore(Protocol):
 
     dim: int
     location: str
+    #: The named per-modality vectors this collection holds: ``MODALITIES``, or () for one
+    #: built before they existed (only the fused default vector).
+    modalities: tuple[str, ...]
 
     def upsert(self, product_ids: Sequence[str], vectors: np.ndarray,
-               payloads: Sequence[dict[str, Any]]) -> None:
-        """Insert or replace; visible to queries when the call returns."""
+               payloads: Sequence[dict[str, Any]],
+               by_modality: dict[str, np.ndarray] | None = None) -> None:
+        """Insert or replace (the whole point: a named vector not given again is gone);
+        visible to queries when the call returns. ``vectors`` are the fused default ones;
+        ``by_modality`` maps a modality of ``MODALITIES`` to an (n, dim) matrix, an all-zero
+        row where the product lacks it. A collection without ``modalities`` keeps only the
+        fused vectors (it still serves; ``NoModalityVectors`` says how to rebuild it)."""
 
     def delete(self, product_ids: Sequence[str]) -> None: ...
 
-    def get(self, product_ids: Sequence[str], with_vectors: bool = True) -> list[StoredItem]:
-        """The stored items among ``product_ids``, in that order; unknown IDs are skipped."""
+    def get(self, product_ids: Sequence[str], with_vectors: bool = True,
+            using: str = "") -> list[StoredItem]:
+        """The stored items among ``product_ids``, in that order; unknown IDs are skipped.
+        Each item's ``vector`` is its ``using`` vector (``""``: fused), None where the point
+        has none of that name (a product without an image, for ``"image"``)."""
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None,
-               with_vectors: bool = False) -> list[Hit]:
-        """The ``k`` nearest items that pass ``filters``, best first; ``with_vectors`` also
-        returns each hit's stored vector (for re-ranking without a second round trip)."""
+               with_vectors: bool = False, using: str = "") -> list[Hit]:
+        """The ``k`` nearest items that pass ``filters``, best first, by their ``using``
+        vector (``""``: the fused one; a modality: only points that have it); ``with_vectors``
+        also returns each hit's ``using`` vector (for re-ranking without a second round trip)."""
 
     def count(self) -> int: ...
 
@@ -130,6 +179,11 @@ class VectorStore(Protocol):
         """Make this collection the served one under the store's stable name, atomically:
         a collection alias on a server; a no-op for Edge, where ``models/CURRENT`` names the
         served version's shard. Called after a new version is fully built, never before."""
+
+    def recreate(self) -> None:
+        """Drop every point and rebuild the collection empty, with the current layout (every
+        named vector of ``MODALITIES``): how an old collection gains them, after which the
+        caller re-indexes the catalog (``semrec verify --repair`` does both)."""
 
     def close(self) -> None: ...
 

@@ -2,6 +2,10 @@
 
 ``location`` ``:memory:`` runs qdrant-client's in-process mode, which speaks the same API;
 the contract tests use it where no server runs.
+
+A collection holds the fused default vector (named ``""``) and the named ``MODALITIES``
+vectors; one made before them (a single unnamed vector) keeps serving the default search
+with ``modalities`` () until ``recreate`` rebuilds it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,16 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from semrec.store.base import INDEXED_FIELDS, Filters, Hit, StoredItem, point_id
+from semrec.store.base import (
+    INDEXED_FIELDS,
+    MODALITIES,
+    Filters,
+    Hit,
+    StoredItem,
+    check_using,
+    point_id,
+    present_rows,
+)
 
 _SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
            "bool": models.PayloadSchemaType.BOOL}
@@ -27,12 +40,16 @@ class QdrantServerStore:
     """
 
     def __init__(self, client: QdrantClient, collection: str, dim: int, location: str,
-                 alias: str | None = None) -> None:
+                 alias: str | None = None, modalities: tuple[str, ...] = MODALITIES,
+                 shards: int | None = None, replicas: int | None = None) -> None:
         self.client = client
         self.collection = collection
         self.dim = dim
         self.location = f"{location}#{collection}"
         self.alias = alias
+        self.modalities = modalities
+        self._url = location
+        self._layout = (shards, replicas)
 
     @classmethod
     def open(cls, url: str, collection: str, dim: int, api_key: str | None = None,
@@ -45,21 +62,34 @@ class QdrantServerStore:
             client = (QdrantClient(location=":memory:") if url == ":memory:"
                       else QdrantClient(url=url, api_key=api_key, timeout=30))
         if not client.collection_exists(collection):
-            client.create_collection(
-                collection, vectors_config=models.VectorParams(size=dim,
-                                                               distance=models.Distance.COSINE),
-                shard_number=shards, replication_factor=replicas,
-            )
-            for name, kind in INDEXED_FIELDS.items():
-                if url != ":memory:":  # the in-process mode has no payload indexes
-                    client.create_payload_index(collection, name, _SCHEMA[kind], wait=True)
-        return cls(client, collection, dim, url, alias)
+            _create(client, url, collection, dim, shards, replicas)
+        vectors = client.get_collection(collection).config.params.vectors
+        modalities = tuple(m for m in MODALITIES if isinstance(vectors, dict) and m in vectors)
+        return cls(client, collection, dim, url, alias, modalities, shards, replicas)
+
+    def recreate(self) -> None:
+        """Delete the collection and create it empty with every named vector; the alias,
+        where it named this collection, names the new one."""
+        served = self.alias is not None and self.aliased_collection() == self.collection
+        self.client.delete_collection(self.collection)
+        _create(self.client, self._url, self.collection, self.dim, *self._layout)
+        self.modalities = MODALITIES
+        if served:
+            self.activate()
 
     def upsert(self, product_ids: Sequence[str], vectors: np.ndarray,
-               payloads: Sequence[dict[str, Any]]) -> None:
+               payloads: Sequence[dict[str, Any]],
+               by_modality: dict[str, np.ndarray] | None = None) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
-        points = [models.PointStruct(id=point_id(pid), vector=vec.tolist(), payload=payload)
-                  for pid, vec, payload in zip(product_ids, vectors, payloads, strict=True)]
+        named = {m: (np.asarray(v, np.float32), present_rows(v))
+                 for m, v in (by_modality or {}).items() if m in self.modalities}
+        points = []
+        for i, (pid, payload) in enumerate(zip(product_ids, payloads, strict=True)):
+            vector: Any = vectors[i].tolist()
+            if self.modalities:
+                vector = {"": vector, **{m: v[i].tolist() for m, (v, has) in named.items()
+                                         if has[i]}}
+            points.append(models.PointStruct(id=point_id(pid), vector=vector, payload=payload))
         for start in range(0, len(points), 512):
             self.client.upsert(self.collection, points[start:start + 512], wait=True)
 
@@ -68,23 +98,32 @@ class QdrantServerStore:
             self.client.delete(self.collection, models.PointIdsList(
                 points=[point_id(p) for p in product_ids]), wait=True)
 
-    def get(self, product_ids: Sequence[str], with_vectors: bool = True) -> list[StoredItem]:
+    def get(self, product_ids: Sequence[str], with_vectors: bool = True,
+            using: str = "") -> list[StoredItem]:
+        check_using(using, self.modalities, self.location)
         if not product_ids:
             return []
         records = self.client.retrieve(self.collection, [point_id(p) for p in product_ids],
-                                       with_payload=True, with_vectors=with_vectors)
+                                       with_payload=True,
+                                       with_vectors=self._with(with_vectors, using))
         by_id = {r.payload["product_id"]: r for r in records}
-        return [StoredItem(p, _unit(by_id[p].vector) if with_vectors else None,
+        return [StoredItem(p, _pick(by_id[p].vector, using) if with_vectors else None,
                            by_id[p].payload) for p in product_ids if p in by_id]
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None,
-               with_vectors: bool = False) -> list[Hit]:
+               with_vectors: bool = False, using: str = "") -> list[Hit]:
+        check_using(using, self.modalities, self.location)
         result = self.client.query_points(
             self.collection, query=np.asarray(vector, np.float32).tolist(), limit=k,
-            query_filter=_filter(filters), with_payload=True, with_vectors=with_vectors,
+            using=using or None, query_filter=_filter(filters), with_payload=True,
+            with_vectors=self._with(with_vectors, using),
         )
         return [Hit(p.payload["product_id"], float(p.score), p.payload,
-                    _unit(p.vector) if with_vectors else None) for p in result.points]
+                    _pick(p.vector, using) if with_vectors else None) for p in result.points]
+
+    def _with(self, with_vectors: bool, using: str) -> bool | list[str]:
+        """Ask for the ``using`` vector only (an old collection has one)."""
+        return [using] if with_vectors and self.modalities else with_vectors
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
@@ -126,6 +165,27 @@ class QdrantServerStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _create(client: QdrantClient, url: str, collection: str, dim: int, shards: int | None,
+            replicas: int | None) -> None:
+    params = {name: models.VectorParams(size=dim, distance=models.Distance.COSINE)
+              for name in ("", *MODALITIES)}
+    client.create_collection(collection, vectors_config=params, shard_number=shards,
+                             replication_factor=replicas)
+    for name, kind in INDEXED_FIELDS.items():
+        if url != ":memory:":  # the in-process mode has no payload indexes
+            client.create_payload_index(collection, name, _SCHEMA[kind], wait=True)
+
+
+def _pick(vector: Any, using: str) -> np.ndarray | None:
+    """The ``using`` vector of a record, unit length: a dict of the names asked for (without
+    those the point lacks), or a plain list for the default vector."""
+    if isinstance(vector, dict):
+        vector = vector.get(using)
+    elif using:
+        vector = None
+    return None if vector is None else _unit(vector)
 
 
 def _unit(vector: Any) -> np.ndarray:

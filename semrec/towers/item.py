@@ -61,6 +61,22 @@ class ItemTower(nn.Module):
         return out.numpy().astype(np.float32)
 
 
+    @torch.inference_mode()
+    def embed_modalities(self, text: np.ndarray, image: np.ndarray | None = None,
+                         has_image: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Each modality's own unit vector ``normalise(W_m x_m)``, float32 (n, dim): the
+        terms the fused vector sums, for "similar by look"; the image row is zero where
+        the product has no image (``image`` None: none has)."""
+        self.eval()
+        text_v = _normalise(self.text_head(torch.from_numpy(np.asarray(text, np.float32))))
+        if image is None:
+            return {"text": text_v.numpy(), "image": np.zeros_like(text_v.numpy())}
+        image_v = _normalise(self.image_head(torch.from_numpy(np.asarray(image, np.float32))))
+        if has_image is not None:
+            image_v = image_v * torch.from_numpy(np.asarray(has_image, bool)).unsqueeze(1)
+        return {"text": text_v.numpy(), "image": image_v.numpy()}
+
+
 def add_ids(content: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """``normalise(content + ids)`` row by row (float32): a product's vector under a version
     trained with ID embeddings (a zero ID row leaves the content vector as it is)."""

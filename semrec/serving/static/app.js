@@ -1,7 +1,7 @@
 // The storefront's router: the URL hash names the view and its parameters, so every view
 // is a link (back/forward, bookmarks) and nothing needs a server-side route.
 //   #/?q=...&category=...      Search (popular products without a query)
-//   #/product/ID?diversity=0.3 Product page with similar items
+//   #/product/ID?diversity=0.3&by=image Product page with similar items (by look, text, both)
 //   #/shopper/USER             Shopper view: feed with "because", recent history
 //   #/ads?user=...&slots=...   Ad slate for a campaign
 //   #/overview                 Counts, model, store, the latest evaluation report

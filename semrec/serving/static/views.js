@@ -115,15 +115,27 @@ export function product(main, p) {
   const info = h("section", { class: "product", "aria-label": "Product" },
                  h("p", { class: "muted" }, "Loading…"));
   const similarList = h("div", { class: "similar-list" }, h("p", { class: "muted" }, "Loading…"));
-  const load = (diversity) => results(similarList,
-    () => get(`/items/${encodeURIComponent(id)}/similar${query({ k: 8, diversity })}`),
+  // by: both (the fused vector), image ("looks like this") or text; kept in the URL
+  const state = { diversity: Number(p.diversity || 0), by: p.by || "both" };
+  const remember = () => history.replaceState(null, "", `${productHref(id)}${query({
+    diversity: state.diversity || "", by: state.by === "both" ? "" : state.by })}`);
+  const load = () => results(similarList,
+    () => get(`/items/${encodeURIComponent(id)}/similar${query({ k: 8, ...state })}`),
     (r) => grid(r.items));
-  const [div, divOut] = slider("similar-diversity", p.diversity || 0, (value) => {
-    history.replaceState(null, "", `${productHref(id)}${query({ diversity: value || "" })}`);
-    load(value);
+  const [div, divOut] = slider("similar-diversity", state.diversity, (value) => {
+    state.diversity = value;
+    remember();
+    load();
   });
+  const by = h("select", { id: "similar-by", name: "by", onchange: () => {
+    state.by = by.value;
+    remember();
+    load();
+  } }, [["both", "Look and text"], ["image", "Look"], ["text", "Text"]].map(([value, label]) =>
+    h("option", { value, selected: value === state.by }, label)));
   main.replaceChildren(info, h("section", { "aria-labelledby": "similar-title" },
     h("div", { class: "section-head" }, h("h2", { id: "similar-title" }, "Similar items"),
+      h("div", { class: "field inline" }, h("label", { for: "similar-by" }, "Similar by"), by),
       h("div", { class: "field inline" }, h("label", { for: "similar-diversity" },
         "Diversity"), h("div", { class: "range" }, div, divOut))),
     similarList));
@@ -143,7 +155,7 @@ export function product(main, p) {
         h("p", {}, h("a", { href: `#/${query({ q: item.title })}` }, "Search for products like this"))));
     document.title = `${item.title} · semrec`;
   }).catch((error) => info.replaceChildren(h("p", { class: "error" }, error.message)));
-  load(p.diversity || 0);
+  load();
 }
 
 // -- Shopper ------------------------------------------------------------------------------
