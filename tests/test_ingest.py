@@ -319,7 +319,6 @@ def test_jsonl_with_bom_and_crlf(tmp_path: Path) -> None:
 # --- fixtures shipped with the repository ------------------------------------------------------
 
 
-@pytest.mark.skipif(not (FIXTURES / "bad_catalog.csv").exists(), reason="no fixtures")
 def test_fixture_bad_catalog_known_errors() -> None:
     result = read_catalog(FIXTURES / "bad_catalog.csv")
     assert [p.product_id for p in result.items] == ["B001", "B002", "B004", "B005", "B006"]
@@ -332,7 +331,6 @@ def test_fixture_bad_catalog_known_errors() -> None:
         load_image(b005.image)
 
 
-@pytest.mark.skipif(not (FIXTURES / "catalog.csv").exists(), reason="no fixtures")
 def test_fixture_catalog_and_events_read_cleanly() -> None:
     catalog = read_catalog(FIXTURES / "catalog.csv")
     assert (len(catalog.items), catalog.errors) == (300, [])
