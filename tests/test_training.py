@@ -148,13 +148,18 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-@pytest.fixture
-def home(indexed: Path, tmp_path: Path) -> Path:
-    copy = Path(shutil.copytree(indexed, tmp_path / "home"))
+def train_copy(indexed: Path, to: Path, train: dict[str, object]) -> Path:
+    """A copy of the ``indexed`` home at ``to`` whose config adds ``train`` under [train]."""
+    copy = Path(shutil.copytree(indexed, to))
     config = copy / "semrec.toml"
     config.write_text(config.read_text() + "[train]\n"
-                      + "".join(f"{k} = {v}\n" for k, v in FAST.items()))
+                      + "".join(f"{k} = {v}\n" for k, v in train.items()))
     return copy
+
+
+@pytest.fixture
+def home(indexed: Path, tmp_path: Path) -> Path:
+    return train_copy(indexed, tmp_path / "home", FAST)
 
 
 def test_train_command_trains_reindexes_and_serves_without_encoding(

@@ -5,7 +5,6 @@ home (bundled MiniLM features, SQLite, Qdrant Edge) end to end."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,7 @@ from semrec.training.tuning import (
     tune,
 )
 from semrec.workspace import Workspace
-from tests.conftest import FIXTURES, write_config
-from tests.test_training import FEATURE_DIM, cycle_data
+from tests.test_training import FEATURE_DIM, cycle_data, indexed, train_copy  # noqa: F401
 
 runner = CliRunner()
 SMALL = {"dim": 16, "epochs": 6, "batch_size": 64, "lr": 5e-3, "temperature": 0.1,
@@ -212,23 +210,9 @@ FAST = {"dim": 32, "epochs": 3, "batch_size": 64, "max_len": 20, "layers": 1, "t
         "patience": 2}
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("indexed")
-    write_config(home)
-    for command, file in (("ingest", "catalog.csv"), ("events", "events.csv")):
-        code, _, stderr = semrec(home, command, str(FIXTURES / file))
-        assert code == 0, stderr
-    return home
-
-
 @pytest.fixture
-def home(indexed: Path, tmp_path: Path) -> Path:
-    copy = Path(shutil.copytree(indexed, tmp_path / "home"))
-    config = copy / "semrec.toml"
-    config.write_text(config.read_text() + "[train]\n"
-                      + "".join(f"{k} = {v}\n" for k, v in FAST.items()))
-    return copy
+def home(indexed: Path, tmp_path: Path) -> Path:  # noqa: F811 - the imported fixture
+    return train_copy(indexed, tmp_path / "home", FAST)
 
 
 def serve_memorised(home: Path) -> str:
