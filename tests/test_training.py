@@ -121,6 +121,11 @@ def test_holdout_last_keeps_validation_out_of_training() -> None:
     assert [t.tolist() for t in train] == [[1, 2, 3], [5, 6], [7, 8]]
     assert valid.targets.tolist() == [4]  # 7 was already in its history: not a target
     assert valid.histories[0].tolist() == [1, 2, 3]
+    train, valid = holdout_last([np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7, 3, 9])],
+                                back=2)  # the event before the last: a validation target
+    assert [t.tolist() for t in train] == [[1, 2], [5, 6], [7]]
+    assert valid.targets.tolist() == [3, 3]
+    assert [h.tolist() for h in valid.histories] == [[1, 2], [7]]
 
 
 # --- ``semrec train`` on the fixture home ------------------------------------------------------

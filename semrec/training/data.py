@@ -50,21 +50,50 @@ class Validation:
         return Validation([self.histories[i] for i in keep], self.targets[keep])
 
 
-def holdout_last(sequences: list[np.ndarray]) -> tuple[list[np.ndarray], Validation]:
-    """Each sequence of 3 or more events gives its last event as the validation target (when
-    it is not already in the history) and trains on the rest; shorter ones train whole."""
-    train: list[np.ndarray] = []
-    histories: list[np.ndarray] = []
-    targets: list[int] = []
-    for seq in sequences:
-        if len(seq) >= 3:
-            train.append(seq[:-1])
-            if seq[-1] not in seq[:-1]:
-                histories.append(seq[:-1])
-                targets.append(int(seq[-1]))
-        else:
-            train.append(seq)
-    return train, Validation(histories, np.asarray(targets, np.int64))
+#: A user needs this many events for leave-last-out to hold one out.
+MIN_EVENTS = 3
+
+
+def leave_last_out(users: np.ndarray, items: np.ndarray,
+                   back: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """Leave-last-out over events sorted by (user, time), as parallel flat arrays: the one
+    home of this split (``holdout_last``, the evaluation's ``last`` split, the ablation).
+
+    A user with ``MIN_EVENTS`` or more events has the event ``back`` places from their end
+    (1: the last) as a target and trains on the events before it; a user with fewer trains
+    on all of them. A target already among the user's earlier events is skipped: a product
+    in the history is excluded from the ranking, so it could never be a hit.
+
+    Returns (``train``, a mask of the events to train on; ``targets``, the indices of the
+    target events kept, in user order; how many repeat targets were skipped).
+    """
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    n_users = int(users.max()) + 1 if len(users) else 0
+    offsets = np.searchsorted(users, np.arange(n_users + 1))
+    count = np.diff(offsets)[users]
+    pos = np.arange(len(users)) - offsets[users]
+    long = count >= MIN_EVENTS
+    train = ~long | (pos < count - back)
+    at = np.flatnonzero(long & (pos == count - back))
+    keys = users * (int(items.max()) + 1 if len(items) else 1) + items
+    new = ~np.isin(keys[at], keys[long & (pos < count - back)])
+    return train, at[new], int((~new).sum())
+
+
+def holdout_last(sequences: list[np.ndarray],
+                 back: int = 1) -> tuple[list[np.ndarray], Validation]:
+    """``leave_last_out`` on per-user sequences: each sequence of 3 or more events gives its
+    event ``back`` from the end as the validation target (when it is not already in the
+    history, the events before it) and trains on those earlier events; shorter ones train
+    whole."""
+    lengths = [len(s) for s in sequences]
+    users = np.repeat(np.arange(len(sequences)), lengths)
+    items = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
+    keep, at, _ = leave_last_out(users, items, back)
+    masks = np.split(keep, np.cumsum(lengths)[:-1]) if sequences else []
+    train = [s[m] for s, m in zip(sequences, masks, strict=True)]
+    histories = [train[u] for u in users[at]]
+    return train, Validation(histories, items[at].astype(np.int64))
 
 
 def sequences_from_arrays(users: np.ndarray, items: np.ndarray) -> list[np.ndarray]:
