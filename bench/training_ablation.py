@@ -59,8 +59,8 @@ def split(sequences: list[np.ndarray], cold: np.ndarray
     """Leave-last-out (``holdout_last``: the last event is the test target, the one before
     it the validation target), then ``cold`` products removed from all training and
     histories, and from the validation targets."""
-    head, valid = holdout_last(sequences, back=2)
-    _, test = holdout_last(sequences, back=1)
+    head, _, valid = holdout_last(sequences, back=2)
+    _, _, test = holdout_last(sequences, back=1)
 
     def warm(seq: np.ndarray) -> np.ndarray:
         return seq[~np.isin(seq, cold)]
@@ -113,7 +113,7 @@ def main() -> None:
     print(f"command: {command_line()}", flush=True)
 
     conn = sqlite3.connect(f"file:{args.home / 'semrec.db'}?mode=ro", uri=True)
-    features, sequences = load_home(conn, image_dim=512)
+    features, sequences, _ = load_home(conn, image_dim=512)
     rng = np.random.default_rng(settings.seed)
     seen = np.unique(np.concatenate(sequences))
     cold = rng.choice(seen, int(round(cold_share * len(seen))), replace=False)

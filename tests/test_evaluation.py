@@ -121,7 +121,7 @@ def test_last_split_is_the_training_holdout() -> None:
     s = make_split(d, "last")
     sequences = sequences_from_arrays(d.events.users, d.events.items)
     for phase, back in ((s.valid, 2), (s.test, 1)):
-        train, valid = holdout_last(sequences, back=back)
+        train, _, valid = holdout_last(sequences, back=back)
         assert valid.targets.tolist() == phase.targets.tolist()
         offsets = phase.train.offsets(s.n_users)
         assert [phase.train.items[offsets[u]:offsets[u + 1]].tolist()

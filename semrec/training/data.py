@@ -1,10 +1,14 @@
 """What training reads: every product's frozen features and each user's chronological
-sequence of products, as integer indices into one product order.
+sequence of products, as integer indices into one product order, with each event's type.
 
 ``load_home`` reads them from a data directory's SQLite (the ``products`` rows, their cached
 ``text_key``/``image_key`` features, the ``events``); the evaluation builds the same objects
 from a split's training events. No encoder is ever loaded here: a product whose features are
 not cached is an error, not a reason to encode.
+
+Event types reach training as one float weight per event (``event_weights``: the type's
+``[user] event_weights``, as serving's ``history_weights`` reads it), parallel to the item
+sequences; ``None`` where a caller has no types means every event weighs the same.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semrec.config import UserSettings
 from semrec.state import FeatureCache, ProductTable
+from semrec.towers.user import event_type_weights
 
 
 @dataclass(frozen=True)
@@ -34,10 +40,12 @@ class ItemFeatures:
 @dataclass(frozen=True)
 class Validation:
     """Held-out targets: user ``i`` has read ``histories[i]`` (oldest first) and must find
-    ``targets[i]`` among all products, the history excluded."""
+    ``targets[i]`` among all products, the history excluded. ``weights[i]``, parallel to
+    ``histories[i]``, weighs each history event by its type (None: all the same)."""
 
     histories: list[np.ndarray]
     targets: np.ndarray
+    weights: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -47,7 +55,8 @@ class Validation:
         if len(self) <= n:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
-        return Validation([self.histories[i] for i in keep], self.targets[keep])
+        weights = None if self.weights is None else [self.weights[i] for i in keep]
+        return Validation([self.histories[i] for i in keep], self.targets[keep], weights)
 
 
 #: A user needs this many events for leave-last-out to hold one out.
@@ -80,20 +89,36 @@ def leave_last_out(users: np.ndarray, items: np.ndarray,
     return train, at[new], int((~new).sum())
 
 
-def holdout_last(sequences: list[np.ndarray],
-                 back: int = 1) -> tuple[list[np.ndarray], Validation]:
+def holdout_last(sequences: list[np.ndarray], back: int = 1,
+                 weights: list[np.ndarray] | None = None
+                 ) -> tuple[list[np.ndarray], list[np.ndarray] | None, Validation]:
     """``leave_last_out`` on per-user sequences: each sequence of 3 or more events gives its
     event ``back`` from the end as the validation target (when it is not already in the
     history, the events before it) and trains on those earlier events; shorter ones train
-    whole."""
+    whole. Returns (training sequences, their ``weights``, the validation users, whose
+    histories carry their ``weights``); both weights None without ``weights``."""
     lengths = [len(s) for s in sequences]
     users = np.repeat(np.arange(len(sequences)), lengths)
     items = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
     keep, at, _ = leave_last_out(users, items, back)
     masks = np.split(keep, np.cumsum(lengths)[:-1]) if sequences else []
     train = [s[m] for s, m in zip(sequences, masks, strict=True)]
-    histories = [train[u] for u in users[at]]
-    return train, Validation(histories, items[at].astype(np.int64))
+    kept = (None if weights is None
+            else [w[m] for w, m in zip(weights, masks, strict=True)])
+    valid = Validation([train[u] for u in users[at]], items[at].astype(np.int64),
+                       None if kept is None else [kept[u] for u in users[at]])
+    return train, kept, valid
+
+
+def event_weights(kinds: list[np.ndarray], user: UserSettings) -> list[np.ndarray]:
+    """Each event's type weight (``[user] event_weights``, else ``default_event_weight``:
+    ``towers.user.event_type_weights``, what serving pools with), one float array per
+    sequence of event types."""
+    if not kinds:
+        return []
+    types, codes = np.unique(np.concatenate(kinds), return_inverse=True)
+    flat = event_type_weights(types.tolist(), user)[codes]
+    return np.split(flat, np.cumsum([len(k) for k in kinds])[:-1])
 
 
 def sequences_from_arrays(users: np.ndarray, items: np.ndarray) -> list[np.ndarray]:
@@ -104,9 +129,11 @@ def sequences_from_arrays(users: np.ndarray, items: np.ndarray) -> list[np.ndarr
     return [np.asarray(s, np.int64) for s in np.split(items, cuts)]
 
 
-def load_home(conn: sqlite3.Connection, image_dim: int) -> tuple[ItemFeatures, list[np.ndarray]]:
-    """Every indexed product's cached features, and every user's event sequence (oldest
-    first; events on products not in the catalog are left out)."""
+def load_home(conn: sqlite3.Connection, image_dim: int
+              ) -> tuple[ItemFeatures, list[np.ndarray], list[np.ndarray]]:
+    """Every indexed product's cached features, every user's event sequence (oldest first,
+    as serving reads a history; events on products not in the catalog are left out) and,
+    parallel to it, each event's type (``event_weights`` turns them into weights)."""
     rows = list(ProductTable(conn).all())
     if not rows:
         raise ValueError("no products indexed yet: run `semrec ingest CATALOG` first")
@@ -116,11 +143,15 @@ def load_home(conn: sqlite3.Connection, image_dim: int) -> tuple[ItemFeatures, l
     index = {r.product_id: i for i, r in enumerate(rows)}
     users: list[int] = []
     items: list[int] = []
+    kinds: list[str] = []
     user_index: dict[str, int] = {}
-    query = "SELECT user_id, product_id FROM events ORDER BY user_id, ts, id"
-    for user_id, product_id in conn.execute(query):
+    query = "SELECT user_id, product_id, event FROM events ORDER BY user_id, ts, id"
+    for user_id, product_id, event in conn.execute(query):
         if product_id in index:
             users.append(user_index.setdefault(user_id, len(user_index)))
             items.append(index[product_id])
-    return features, sequences_from_arrays(np.asarray(users, np.int64),
-                                           np.asarray(items, np.int64))
+            kinds.append(event)
+    user_array = np.asarray(users, np.int64)
+    sequences = sequences_from_arrays(user_array, np.asarray(items, np.int64))
+    cuts = np.cumsum([len(s) for s in sequences])[:-1]
+    return features, sequences, np.split(np.asarray(kinds, dtype=str), cuts) if kinds else []
