@@ -45,7 +45,7 @@ from semrec.evaluation.metrics import rank_users
 from semrec.towers import ItemTowerConfig
 from semrec.towers.item import add_ids
 from semrec.towers.user import history_weights, pool
-from semrec.training import Validation, fit, load_home
+from semrec.training import Validation, fit, holdout_last, load_home
 from semrec.training.trainer import PoolingUsers, Progress, user_vectors
 
 K = 10
@@ -54,22 +54,21 @@ IMPUTE_K = (1, 5, 20, 100)
 BOOSTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
-def split(sequences: list[np.ndarray], cold: np.ndarray):
-    """Leave-last-out with ``cold`` products removed from all training and histories."""
-    train, valid_h, valid_t, test_h, test_t = [], [], [], [], []
-    for s in sequences:
-        if len(s) < 3:
-            train.append(s[~np.isin(s, cold)])
-            continue
-        head = s[:-2]
-        train.append(head[~np.isin(head, cold)])
-        if s[-2] not in head and s[-2] not in cold:
-            valid_h.append(train[-1])
-            valid_t.append(s[-2])
-        if s[-1] not in s[:-1]:
-            test_h.append(s[:-1][~np.isin(s[:-1], cold)])
-            test_t.append(s[-1])
-    return train, Validation(valid_h, np.array(valid_t)), test_h, np.array(test_t)
+def split(sequences: list[np.ndarray], cold: np.ndarray
+          ) -> tuple[list[np.ndarray], Validation, list[np.ndarray], np.ndarray]:
+    """Leave-last-out (``holdout_last``: the last event is the test target, the one before
+    it the validation target), then ``cold`` products removed from all training and
+    histories, and from the validation targets."""
+    head, _, valid = holdout_last(sequences, back=2)
+    _, _, test = holdout_last(sequences, back=1)
+
+    def warm(seq: np.ndarray) -> np.ndarray:
+        return seq[~np.isin(seq, cold)]
+
+    keep = ~np.isin(valid.targets, cold)
+    valid_h = [warm(h) for h, k in zip(valid.histories, keep, strict=True) if k]
+    return ([warm(s) for s in head], Validation(valid_h, valid.targets[keep]),
+            [warm(h) for h in test.histories], test.targets)
 
 
 class PrintEpochs(Progress):
@@ -114,7 +113,7 @@ def main() -> None:
     print(f"command: {command_line()}", flush=True)
 
     conn = sqlite3.connect(f"file:{args.home / 'semrec.db'}?mode=ro", uri=True)
-    features, sequences = load_home(conn, image_dim=512)
+    features, sequences, _ = load_home(conn, image_dim=512)
     rng = np.random.default_rng(settings.seed)
     seen = np.unique(np.concatenate(sequences))
     cold = rng.choice(seen, int(round(cold_share * len(seen))), replace=False)

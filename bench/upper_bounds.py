@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"command: {command_line()}", flush=True)
     conn = sqlite3.connect(f"file:{args.home / 'semrec.db'}?mode=ro", uri=True)
-    features, sequences = load_home(conn, image_dim=512)
+    features, sequences, _ = load_home(conn, image_dim=512)
     n = len(features)
     _, _, histories, targets = split(sequences, np.array([], np.int64))
     rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])

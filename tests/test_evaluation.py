@@ -28,6 +28,7 @@ from semrec.evaluation.baselines import (
 from semrec.evaluation.metrics import Ranked, bootstrap_means, interval
 from semrec.evaluation.runner import compare
 from semrec.evaluation.splits import Dataset, Phase, Split
+from tests.conftest import FIXTURES
 
 # --- synthetic data ---------------------------------------------------------------------------
 
@@ -105,6 +106,28 @@ def test_last_split_skips_a_target_already_in_the_history() -> None:
     s = make_split(d, "last")
     assert ids(d, s.test.users) == ["b"]
     assert s.info["test_repeat_targets_skipped"] == 1
+
+
+def test_last_split_is_the_training_holdout() -> None:
+    """One leave-last-out: on the fixture events, the ``last`` split's validation and test
+    phases are ``holdout_last`` of every user's sequence, one and two events back."""
+    from ingest import read_catalog, read_events
+    from semrec.training import holdout_last
+    from semrec.training.data import sequences_from_arrays
+
+    events = read_events(FIXTURES / "events.csv").items
+    repeats = [Event(e.user_id, e.product_id, e.timestamp + 1e9, e.event) for e in events[:20]]
+    d = make_dataset(read_catalog(FIXTURES / "catalog.csv").items, events + repeats)
+    s = make_split(d, "last")
+    sequences = sequences_from_arrays(d.events.users, d.events.items)
+    for phase, back in ((s.valid, 2), (s.test, 1)):
+        train, _, valid = holdout_last(sequences, back=back)
+        assert valid.targets.tolist() == phase.targets.tolist()
+        offsets = phase.train.offsets(s.n_users)
+        assert [phase.train.items[offsets[u]:offsets[u + 1]].tolist()
+                for u in range(s.n_users)] == [t.tolist() for t in train]
+        assert [h.tolist() for h in valid.histories] == [train[u].tolist() for u in phase.users]
+    assert s.info["test_repeat_targets_skipped"] > 0  # users who bought again: skipped
 
 
 def test_temporal_split_cuts_at_a_quantile_and_takes_the_first_new_product() -> None:

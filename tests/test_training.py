@@ -24,9 +24,11 @@ from semrec.serving.recommender import Recommender, open_recommender
 from semrec.store import Filters
 from semrec.towers import ItemTowerConfig
 from semrec.towers.item import add_ids
+from semrec.towers.sequential import user_vectors
 from semrec.towers.user import PoolingUserTower, SequentialTower
 from semrec.training import ItemFeatures, fit, holdout_last, load_home
-from semrec.training.model import SampledSoftmax
+from semrec.training.data import event_weights
+from semrec.training.model import PoolingUsers, SampledSoftmax
 from semrec.training.reindex import build_version, save_version, serve_version
 from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
@@ -117,10 +119,49 @@ def test_unseen_products_keep_their_content_vector() -> None:
 
 
 def test_holdout_last_keeps_validation_out_of_training() -> None:
-    train, valid = holdout_last([np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7, 8, 7])])
+    sequences = [np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7, 8, 7])]
+    weights = [np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.5, 0.6]), np.array([0.7, 0.8, 0.9])]
+    train, kept, valid = holdout_last(sequences, weights=weights)
     assert [t.tolist() for t in train] == [[1, 2, 3], [5, 6], [7, 8]]
+    assert kept is not None and [w.tolist() for w in kept] == [[0.1, 0.2, 0.3], [0.5, 0.6],
+                                                               [0.7, 0.8]]
     assert valid.targets.tolist() == [4]  # 7 was already in its history: not a target
     assert valid.histories[0].tolist() == [1, 2, 3]
+    assert valid.weights is not None and valid.weights[0].tolist() == [0.1, 0.2, 0.3]
+    assert holdout_last(sequences)[1] is None and holdout_last(sequences)[2].weights is None
+    sequences[2] = np.array([7, 3, 9])
+    train, _, valid = holdout_last(sequences, back=2)  # the one before the last: a target
+    assert [t.tolist() for t in train] == [[1, 2], [5, 6], [7]]
+    assert valid.targets.tolist() == [3, 3]
+    assert [h.tolist() for h in valid.histories] == [[1, 2], [7]]
+
+
+def test_training_pools_a_mixed_history_exactly_as_serving_does() -> None:
+    """Train/serve parity: a history of views, carts, purchases and an unknown type, pooled
+    by training's tower at every position (and batched, as validation scores it), is the
+    vector serving's ``PoolingUserTower`` makes of the same vectors and types, for both
+    poolings; weighing every event alike gives another vector."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(7, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    kinds = np.array(["view", "purchase", "add_to_cart", "view", "wishlist", "view", "purchase"])
+    for user in (UserSettings(half_life=2.0), UserSettings(pooling="mean")):
+        [weights] = event_weights([kinds], user)
+        assert weights.tolist() == [0.3, 1.0, 0.6, 0.3, 0.3, 0.3, 1.0]
+        pooled = PoolingUsers(user, 10)(torch.from_numpy(vectors)[None],
+                                        torch.from_numpy(weights).float()[None])[0]
+        serving = PoolingUserTower(user)
+        for t in range(len(kinds)):
+            np.testing.assert_allclose(pooled[t].numpy(), serving.user_vector(
+                vectors[:t + 1], list(kinds[:t + 1])), atol=1e-6)
+        batched = user_vectors(PoolingUsers(user, 10), torch.from_numpy(vectors),
+                               [np.arange(7), np.arange(3)], 10,
+                               weights=[weights, weights[:3]])
+        np.testing.assert_allclose(batched[1].numpy(),
+                                   serving.user_vector(vectors[:3], list(kinds[:3])), atol=1e-6)
+        alike = serving.user_vector(vectors, ["purchase"] * 7)
+        assert not np.allclose(batched[0].numpy(), alike, atol=1e-3)
+        np.testing.assert_allclose(batched[0].numpy(), pooled[-1].numpy(), atol=1e-6)
 
 
 # --- ``semrec train`` on the fixture home ------------------------------------------------------
@@ -273,11 +314,28 @@ def test_train_command_takes_the_loss_and_names_a_wrong_one(home: Path) -> None:
     assert code == 1 and "loss" in stderr and "'full' or 'sampled'" in stderr, stderr
 
 
+def test_load_home_reads_each_users_events_and_types_in_serving_order(indexed: Path) -> None:
+    """``load_home``'s sequences and event types are each user's history as serving reads
+    it (``EventLog.history``: oldest first), views and carts included."""
+    settings = load_settings(home=indexed)
+    with Workspace(settings, own_index=False) as ws:
+        features, sequences, kinds = load_home(ws.conn, 512)
+        histories = {}
+        for user_id in sorted({u for (u,) in ws.conn.execute("SELECT user_id FROM events")}):
+            histories[user_id] = ws.events.history(user_id)
+    read = {(tuple(features.product_ids[i] for i in s), tuple(k))
+            for s, k in zip(sequences, kinds, strict=True)}
+    assert read == {(tuple(p for p, _, _ in h), tuple(e for _, _, e in h))
+                    for h in histories.values()}
+    assert len(sequences) == len(histories) == 100
+    assert {"view", "add_to_cart", "purchase"} == set(np.concatenate(kinds))
+
+
 def test_saved_version_reloads_to_the_same_user_vector(home: Path) -> None:
     settings = load_settings(home=home)
     with Workspace(settings, own_index=False) as ws:
         image_dim = ws.items(ws.served_version()).tower.config.image_dim
-        features, sequences = load_home(ws.conn, image_dim)
+        features, sequences, _ = load_home(ws.conn, image_dim)
         tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim, dim=32)
         train = settings.train.model_copy(update={"id_embeddings": True})
         result = fit(features, sequences, train, tower, settings.user)
@@ -302,7 +360,7 @@ def test_a_new_version_is_served_only_when_complete(home: Path) -> None:
     with Workspace(settings, own_index=False) as ws:
         old = ws.served_version()
         image_dim = ws.items(old).tower.config.image_dim
-        features, sequences = load_home(ws.conn, image_dim)
+        features, sequences, _ = load_home(ws.conn, image_dim)
         query = ws.served_store().get(["P0001"])[0].vector
         train = settings.train.model_copy(update={"user_tower": "pooling"})
         tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim, dim=32)

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from semrec.cli import app
 from semrec.config import TrainSettings, UserSettings, load_settings
 from semrec.towers import ItemTowerConfig
+from semrec.towers.user import PoolingUserTower
 from semrec.training import ItemFeatures, Validation, fit, holdout_last, load_home
+from semrec.training.data import event_weights
 from semrec.training.reindex import build_version, save_version, serve_version
 from semrec.training.trainer import new_targets
 from semrec.training.tuning import (
@@ -23,6 +25,7 @@ from semrec.training.tuning import (
     cold_products,
     paired_z,
     refit,
+    score_untrained,
     tune,
 )
 from semrec.workspace import Workspace
@@ -68,7 +71,7 @@ def test_untrained_candidate_is_the_frozen_space_pooled() -> None:
     """Candidate 0 is scored as the served untrained model ranks: recency-pooled unit
     feature vectors (the initial heads are an isometry), history excluded."""
     features, sequences = cycle_data()
-    train, valid = holdout_last(sequences)
+    train, _, valid = holdout_last(sequences)
     tuned = tune(features, train, valid, TrainSettings(**SMALL), TOWER, UNTRAINED_TOWER,
                  UserSettings(), space=[])
     unit = features.text / np.linalg.norm(features.text, axis=1, keepdims=True)
@@ -83,9 +86,39 @@ def test_untrained_candidate_is_the_frozen_space_pooled() -> None:
     assert [c.name for c in tuned.candidates] == [UNTRAINED]
 
 
+def test_untrained_candidate_weighs_history_events_by_type_as_served() -> None:
+    """Each validation user bought ``a``, then viewed two products of another category;
+    their target is ``a``'s near twin. Weighed as served (purchase 1, view 0.3, recency)
+    the user is nearest ``a``'s category and finds the twin: recall 1, and each user's vector is
+    ``PoolingUserTower``'s. Every event alike, the two views win and the target ranks
+    behind the ten other products of their category: recall 0."""
+    rng = np.random.default_rng(0)
+    n_cat, per = 4, 12
+    centroids = np.linalg.qr(rng.normal(size=(FEATURE_DIM, n_cat)))[0].T
+    text = np.repeat(centroids, per, axis=0) + 0.05 * rng.normal(size=(n_cat * per, FEATURE_DIM))
+    text[1::per] = text[0::per] + 0.001 * rng.normal(size=(n_cat, FEATURE_DIM))  # twins
+    features = ItemFeatures([f"P{i}" for i in range(len(text))], text.astype(np.float32))
+    pairs = [(a, b) for a in range(n_cat) for b in range(n_cat) if a != b]
+    histories = [np.array([a * per, b * per + 5, b * per + 6]) for a, b in pairs]
+    targets = np.array([a * per + 1 for a, _ in pairs])
+    kinds = [np.array(["purchase", "view", "view"])] * len(pairs)
+    user = UserSettings()
+    weighted = Validation(histories, targets, event_weights(kinds, user))
+    zero = score_untrained(features, UNTRAINED_TOWER, user, weighted)
+    alike = score_untrained(features, UNTRAINED_TOWER, user, Validation(histories, targets))
+    assert (zero.recall, alike.recall) == (1.0, 0.0)
+    unit = features.text / np.linalg.norm(features.text, axis=1, keepdims=True)
+    served = PoolingUserTower(user)
+    for history, kind, target in zip(histories, kinds, targets, strict=True):
+        scores = unit @ served.user_vector(unit[history], list(kind))
+        scores[history] = -np.inf
+        assert (scores > scores[target]).sum() < 10  # a hit, ranked as served
+    assert zero.hits is not None and zero.hits.all()
+
+
 def test_search_chooses_training_where_it_helps_and_refits_for_its_epochs() -> None:
     features, sequences = cycle_data()
-    train, valid = holdout_last(sequences)
+    train, _, valid = holdout_last(sequences)
     tuned = tune(features, train, valid, TrainSettings(**SMALL), TOWER, UNTRAINED_TOWER,
                  UserSettings(), budget_minutes=5)
     assert not tuned.untrained_won and tuned.chosen.recall > 0.9
@@ -106,7 +139,7 @@ def test_a_trained_candidate_needs_a_clear_win_over_untrained() -> None:
     assert paired_z(hits, base) == pytest.approx(np.sqrt(5))
     assert paired_z(base, base) == 0.0
     features, sequences = cycle_data()
-    train, valid = holdout_last(sequences)
+    train, _, valid = holdout_last(sequences)
     strict = TrainSettings(**{**SMALL, "win_z": 1e6})
     tuned = tune(features, train, valid, strict, TOWER, UNTRAINED_TOWER, UserSettings(),
                  space=[Candidate("configured", {})])
@@ -118,7 +151,7 @@ def test_budget_stops_the_search() -> None:
     """No time: every trained candidate is listed as skipped and the untrained model is
     chosen; a budget for about one candidate stops the search before the last one."""
     features, sequences = cycle_data()
-    train, valid = holdout_last(sequences)
+    train, _, valid = holdout_last(sequences)
     settings = TrainSettings(**SMALL)
     none = tune(features, train, valid, settings, TOWER, UNTRAINED_TOWER, UserSettings(),
                 budget_minutes=1e-9)
@@ -143,7 +176,7 @@ def test_refit_trains_products_seen_only_as_validation_targets() -> None:
     sequences = [s[s != only_target] for s in sequences]
     for s in sequences[:30]:
         s[-1] = only_target  # the category before 5's is 0 in the cycle: keep it simple
-    train, valid = holdout_last(sequences)
+    train, _, valid = holdout_last(sequences)
     assert only_target in valid.targets and not any(only_target in s for s in train)
     settings = TrainSettings(**{**SMALL, "id_embeddings": True})
     tuned = tune(features, train, valid, settings, TOWER, UNTRAINED_TOWER, UserSettings(),
@@ -187,7 +220,7 @@ def test_held_out_products_are_untrained_in_the_search_and_boost_is_listed() -> 
     features = ItemFeatures([f"P{i}" for i in range(n)],
                             rng.normal(size=(n, FEATURE_DIM)).astype(np.float32))
     sequences = [rng.integers(0, 200, size=8) for _ in range(300)]  # half the catalog unsold
-    train, valid = holdout_last(sequences)
+    train, _, valid = holdout_last(sequences)
     tuned = tune(features, train, valid, TrainSettings(**SMALL), TOWER, UNTRAINED_TOWER,
                  UserSettings(), space=[Candidate("configured", {})])
     assert tuned.cold_products == round(0.1 * len(np.unique(np.concatenate(train))))
@@ -221,7 +254,7 @@ def serve_memorised(home: Path) -> str:
     settings = load_settings(home=home)
     with Workspace(settings, own_index=False) as ws:
         image_dim = ws.items(ws.served_version()).tower.config.image_dim
-        features, sequences = load_home(ws.conn, image_dim)
+        features, sequences, _ = load_home(ws.conn, image_dim)
         train = settings.train.model_copy(update={"epochs": 40, "id_embeddings": True,
                                                   "id_dropout": 0.0})
         tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim, dim=32)
@@ -236,6 +269,8 @@ def serve_memorised(home: Path) -> str:
 def test_train_keeps_the_served_version_when_it_wins_on_validation(
         home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEMREC_TRAIN__WIN_Z", "0")  # any win over untrained: compare served
+    # every event type alike: one epoch then beats the untrained model on the fixtures
+    monkeypatch.setenv("SEMREC_USER__EVENT_WEIGHTS", '{"purchase": 1, "add_to_cart": 1, "view": 1}')
     served = serve_memorised(home)
     code, stdout, stderr = semrec(home, "train", "--no-search", "--epochs", "1", "--json")
     assert code == 0, stderr

@@ -21,8 +21,10 @@ untrained one (the store's vectors, ``[user]`` pooling). Test targets are read b
 orchestrator alone, once.
 
 Test users read their test-phase history (the validation event included), as every model
-does. Cold items were in no training sequence: they have no ID embedding and are ranked from
-their content vector alone, plus the boost validation chose, as serving ranks them.
+does. Histories weigh each event by its type (``dataset.event_kinds``, ``[user]
+event_weights``) in the search, the refit and the scoring, as serving pools them. Cold
+items were in no training sequence: they have no ID embedding and are ranked from their
+content vector alone, plus the boost validation chose, as serving ranks them.
 
 The search starts from ``[train]`` in the config (``SEMREC_TRAIN__*`` overrides), within
 ``--train-minutes`` (search and refit); the variant is named after it,
@@ -41,9 +43,11 @@ from semrec.evaluation.semrec_models import ItemVectors, item_vectors, user_vect
 from semrec.evaluation.splits import Interactions
 from semrec.index import write_all
 from semrec.store import read_vectors
+from semrec.towers.user import event_type_weights
 from semrec.workspace import Workspace
 
 if TYPE_CHECKING:
+    from semrec.config import UserSettings
     from semrec.towers.sequential import SequentialUserTower
 
 
@@ -51,6 +55,15 @@ if TYPE_CHECKING:
 def _sequences(train: Interactions, n_users: int) -> list[np.ndarray]:
     offsets = train.offsets(n_users)
     return [train.items[offsets[u]:offsets[u + 1]] for u in range(n_users)]
+
+
+def _weights(train: Interactions, n_users: int, event_kinds: tuple[str, ...],
+             user: UserSettings) -> list[np.ndarray]:
+    """Each user's event weights by type, parallel to ``_sequences``: what training pools
+    with, as serving's ``history_weights`` weighs the same events."""
+    offsets = train.offsets(n_users)
+    flat = event_type_weights(event_kinds, user)[train.kinds]
+    return [flat[offsets[u]:offsets[u + 1]] for u in range(n_users)]
 
 
 def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
@@ -64,29 +77,35 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
     untrained_vectors = item_vectors(ctx)  # ingest: caches every product's features
     with Workspace(settings, role="evaluate") as ws:
         image_dim = ws.items(ws.served_version()).tower.config.image_dim
-        cached, _ = load_home(ws.conn, image_dim)
+        cached, _, _ = load_home(ws.conn, image_dim)
         where = {pid: i for i, pid in enumerate(cached.product_ids)}
         order = np.array([where[pid] for pid in ctx.dataset.product_ids], np.int64)
         features = ItemFeatures(
             ctx.dataset.product_ids, cached.text[order],
             cached.image[order] if cached.image is not None else None,
             cached.has_image[order] if cached.has_image is not None else None)
+        kinds = ctx.dataset.event_kinds
         valid_seqs = _sequences(split.valid.train, split.n_users)
-        valid = Validation([valid_seqs[u] for u in split.valid.users], split.valid.targets)
+        valid_weights = _weights(split.valid.train, split.n_users, kinds, settings.user)
+        valid = Validation([valid_seqs[u] for u in split.valid.users], split.valid.targets,
+                           [valid_weights[u] for u in split.valid.users])
         common = {"text_dim": features.text.shape[1], "image_dim": image_dim,
                   "text_weight": settings.tower.text_weight,
                   "image_weight": settings.tower.image_weight}
         tower = ItemTowerConfig(dim=train.dim, seed=train.seed, **common)
         untrained = ItemTowerConfig(dim=settings.tower.dim, seed=settings.tower.seed, **common)
         with ctx.stages.stage(f"{name}: tune"):
-            tuned = tune(features, valid_seqs, valid, train, tower, untrained, settings.user)
+            tuned = tune(features, valid_seqs, valid, train, tower, untrained, settings.user,
+                         weights=valid_weights)
         info = {"train": train.model_dump(), "chosen": tuned.chosen.name,
                 "tuning": tuned.to_dict()}
         if tuned.model is None:
             return [_untrained(ctx, name, untrained_vectors, info)]
         test_seqs = _sequences(split.test.train, split.n_users)
         with ctx.stages.stage(f"{name}: refit"):
-            result = refit(features, test_seqs, tuned, tower, settings.user)
+            result = refit(features, test_seqs, tuned, tower, settings.user,
+                           weights=_weights(split.test.train, split.n_users, kinds,
+                                            settings.user))
         assert result is not None and tuned.settings is not None
         with ctx.stages.stage(f"{name}: index", total=len(features)) as advance:
             manifest = save_version(ws, result, features.product_ids,

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from semrec.catalog import Event, Product
+from semrec.training.data import MIN_EVENTS, leave_last_out
 
 SplitKind = Literal["last", "temporal"]
 SPLITS: tuple[str, ...] = ("last", "temporal")
@@ -167,7 +168,7 @@ def make_split(dataset: Dataset, kind: str = "last", cold_fraction: float = 0.0,
     cold = _cold_items(ev.items, cold_fraction, seed)
     warm = ~np.isin(ev.items, cold)
     if kind == "last":
-        valid, test, info = _last(ev, dataset.n_users, n_items)
+        valid, test, info = _last(ev, dataset.n_users)
     else:
         valid, test, info = _temporal(ev, n_items, quantile)
     (valid_train, valid_users, valid_targets), (test_train, test_users, test_targets) = valid, test
@@ -184,19 +185,14 @@ def make_split(dataset: Dataset, kind: str = "last", cold_fraction: float = 0.0,
 _Raw = tuple[np.ndarray, np.ndarray, np.ndarray]  # (train mask, users, targets)
 
 
-def _last(ev: Interactions, n_users: int, n_items: int) -> tuple[_Raw, _Raw, dict[str, Any]]:
-    offsets = ev.offsets(n_users)
-    count = np.diff(offsets)[ev.users]
-    pos = np.arange(len(ev)) - offsets[ev.users]
-    long = count >= 3
-    info: dict[str, Any] = {"users_too_short": int((np.diff(offsets) < 3).sum())}
+def _last(ev: Interactions, n_users: int) -> tuple[_Raw, _Raw, dict[str, Any]]:
+    info: dict[str, Any] = {"users_too_short": int((np.diff(ev.offsets(n_users))
+                                                     < MIN_EVENTS).sum())}
     phases = []
     for name, back in (("valid", 2), ("test", 1)):
-        train = ~long | (pos < count - back)
-        at = np.flatnonzero(long & (pos == count - back))
-        new = ~np.isin(ev.keys(n_items)[at], ev.keys(n_items)[long & (pos < count - back)])
-        info[f"{name}_repeat_targets_skipped"] = int((~new).sum())
-        phases.append((train, ev.users[at[new]], ev.items[at[new]]))
+        train, at, repeats = leave_last_out(ev.users, ev.items, back)
+        info[f"{name}_repeat_targets_skipped"] = repeats
+        phases.append((train, ev.users[at], ev.items[at]))
     return phases[0], phases[1], info
 
 

@@ -58,10 +58,13 @@ class SequentialUserTower(nn.Module):
         causal = torch.triu(torch.full((config.max_len, config.max_len), float("-inf")), 1)
         self.register_buffer("causal", causal, persistent=False)
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """``items`` (b, L, dim) item vectors, oldest first, right-padded (padding only
         after each sequence's end, so the causal mask keeps it out of every real position).
-        Returns (b, L, dim) unit user vectors: row ``t`` is the user after event ``t``."""
+        Returns (b, L, dim) unit user vectors: row ``t`` is the user after event ``t``.
+        ``weights`` (event types) are not read, in training as in serving: the tower learns
+        from the order of the history alone (taken so that every user tower is called
+        alike)."""
         length = items.shape[1]
         if length > self.config.max_len:
             raise ValueError(f"sequence of {length} > max_len {self.config.max_len}")
@@ -92,11 +95,13 @@ class SequentialUserTower(nn.Module):
 
 @torch.no_grad()
 def user_vectors(users: nn.Module, item_vectors: torch.Tensor, histories: list[np.ndarray],
-                 max_len: int | None = None, batch: int = 512) -> torch.Tensor:
+                 max_len: int | None = None, batch: int = 512,
+                 weights: list[np.ndarray] | None = None) -> torch.Tensor:
     """Each history's user vector after its newest event (zeros for an empty one), for any
-    causal user tower ``users`` ((b, L, d) item vectors in, a user vector per position out:
-    the sequential tower, or training's pooling), in batches of like length; only the
-    newest ``max_len`` events of a history are read."""
+    causal user tower ``users`` ((b, L, d) item vectors and (b, L) event weights in, a user
+    vector per position out: the sequential tower, or training's pooling), in batches of
+    like length; only the newest ``max_len`` events of a history are read. ``weights[i]``
+    weighs history ``i``'s events (by type; None: all 1)."""
     users.eval()
     out = torch.zeros(len(histories), item_vectors.shape[1])
     limit = max_len or max((len(h) for h in histories), default=1)
@@ -109,10 +114,13 @@ def user_vectors(users: nn.Module, item_vectors: torch.Tensor, histories: list[n
         length = max(len(w) for w in windows)
         index = torch.zeros(len(rows), length, dtype=torch.long)
         valid = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, w in enumerate(windows):
+        weight = torch.zeros(len(rows), length)
+        for i, (r, w) in enumerate(zip(rows, windows, strict=True)):
             index[i, :len(w)] = torch.from_numpy(np.asarray(w, np.int64))
             valid[i, :len(w)] = True
+            weight[i, :len(w)] = (1.0 if weights is None else
+                                  torch.from_numpy(np.asarray(weights[r][-limit:], np.float32)))
         x = item_vectors[index] * valid[..., None]
         last = torch.tensor([len(w) - 1 for w in windows])
-        out[rows] = users(x)[torch.arange(len(rows)), last]
+        out[rows] = users(x, weight)[torch.arange(len(rows)), last]
     return out

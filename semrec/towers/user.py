@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 USER_PREFIX = "user."
 
 
+def event_type_weights(events: Sequence[str], settings: UserSettings) -> np.ndarray:
+    """Each event's type weight: ``event_weights[type]``, else ``default_event_weight``
+    (training weighs its histories with this too, so it pools as serving does)."""
+    return np.array([settings.event_weights.get(e, settings.default_event_weight)
+                     for e in events], dtype=np.float64)
+
+
 def history_weights(events: Sequence[str], settings: UserSettings) -> np.ndarray:
     """One weight per history event (oldest first): event-type weight x recency decay.
 
@@ -29,10 +36,7 @@ def history_weights(events: Sequence[str], settings: UserSettings) -> np.ndarray
     ``"recency"`` the weight halves every ``half_life`` events back from the newest.
     """
     n = len(events)
-    by_type = np.array(
-        [settings.event_weights.get(e, settings.default_event_weight) for e in events],
-        dtype=np.float64,
-    )
+    by_type = event_type_weights(events, settings)
     if settings.pooling == "mean":
         return by_type
     age = np.arange(n - 1, -1, -1, dtype=np.float64)  # newest event has age 0

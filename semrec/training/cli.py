@@ -102,7 +102,7 @@ def train(
     and serve it if it beats the served version on validation. Runs beside a running
     `semrec serve`, which switches to the new version once it is built."""
     from semrec.towers import ItemTowerConfig
-    from semrec.training.data import holdout_last, load_home
+    from semrec.training.data import event_weights, holdout_last, load_home
     from semrec.training.reindex import build_version, save_version, serve_version
     from semrec.training.tuning import refit, tune
     from semrec.workspace import Workspace
@@ -118,7 +118,8 @@ def train(
         with Workspace(settings, role="train", own_index=False) as ws:
             served = ws.served_version()
             current = ws.items(served).tower
-            features, sequences = load_home(ws.conn, current.config.image_dim)
+            features, sequences, kinds = load_home(ws.conn, current.config.image_dim)
+            weights = event_weights(kinds, settings.user)
             tower = ItemTowerConfig(
                 text_dim=features.text.shape[1], image_dim=current.config.image_dim,
                 dim=train_settings.dim, text_weight=settings.tower.text_weight,
@@ -127,7 +128,7 @@ def train(
                 text_dim=features.text.shape[1], image_dim=current.config.image_dim,
                 dim=settings.tower.dim, text_weight=settings.tower.text_weight,
                 image_weight=settings.tower.image_weight, seed=settings.tower.seed)
-            tuning_seqs, valid = holdout_last(sequences)
+            tuning_seqs, tuning_weights, valid = holdout_last(sequences, weights=weights)
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]:.3f}"),
                        TextColumn(f"valid recall@{RECALL_K} {{task.fields[recall]}}"),
@@ -135,7 +136,7 @@ def train(
             with Progress(*columns, console=err) as bar:
                 shown = RichProgress(bar)
                 tuned = tune(features, tuning_seqs, valid, train_settings, tower, untrained,
-                             settings.user, progress=shown)
+                             settings.user, progress=shown, weights=tuning_weights)
             served_recall = served_score(ws, served, features, tuned.valid)
             summary: dict[str, Any] = {
                 "served_version": served, f"served_valid_recall@{RECALL_K}": served_recall,
@@ -153,7 +154,7 @@ def train(
             with Progress(*columns, console=err) as bar:
                 shown = RichProgress(bar)
                 shown.candidate("refit", {})
-                result = refit(features, sequences, best, tower, settings.user, shown)
+                result = refit(features, sequences, best, tower, settings.user, shown, weights)
             assert result is not None
             chosen_settings = best.settings
             manifest = save_version(ws, result, features.product_ids,
@@ -241,7 +242,8 @@ def served_score(ws: Workspace, version: str | None, features: ItemFeatures,
     module: torch.nn.Module = (tower.module if isinstance(getattr(tower, "module", None),
                                                           SequentialUserTower)
                                else PoolingUsers(ws.settings.user, ws.settings.user.max_history))
-    users = user_vectors(module, vectors, valid.histories, history_window(module))
+    users = user_vectors(module, vectors, valid.histories, history_window(module),
+                         weights=valid.weights)
     bonus = None
     if items.trained is not None:
         new = np.array([pid not in items.trained for pid in features.product_ids])

@@ -67,9 +67,11 @@ class ItemEncoder(nn.Module):
 
 
 class PoolingUsers(nn.Module):
-    """The parameter-free user tower at every position: row ``t`` is the recency-weighted
-    mean of events ``0..t`` (``UserSettings.pooling``/``half_life``; every event a purchase),
-    so its weights are those ``towers/user.py`` uses when serving."""
+    """The parameter-free user tower at every position: row ``t`` is the weighted mean of
+    events ``0..t``, each weighing its ``weights`` (its event type's weight, from
+    ``data.event_weights``; all the same when None) times the recency decay
+    (``UserSettings.pooling``/``half_life``): the weights ``towers/user.py``'s
+    ``history_weights`` gives the same history when serving, so the vector is the same."""
 
     def __init__(self, user: UserSettings, max_len: int) -> None:
         super().__init__()
@@ -78,8 +80,11 @@ class PoolingUsers(nn.Module):
                  else torch.pow(0.5, age.float() / user.half_life))
         self.register_buffer("weights", torch.where(age >= 0, decay, 0.0), persistent=False)
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``items`` (b, L, d), ``weights`` (b, L) per event, or None: (b, L, d) users."""
         length = items.shape[1]
+        if weights is not None:
+            items = items * weights[..., None]
         pooled = self.weights[:length, :length] @ items
         return nn.functional.normalize(pooled, dim=-1, eps=1e-12)
 

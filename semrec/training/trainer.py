@@ -4,6 +4,13 @@ sequences, settings) -> (trained item tower, user tower, metrics).
 ``semrec train`` feeds it the data directory's events; the evaluation feeds it a split's
 training events. Every position of every sequence is a training example (causal: the user
 after events ``0..t`` must rank event ``t+1`` first), scored by sampled softmax with logQ.
+
+Event types: the history a user is pooled from weighs each event by its type (``weights``,
+parallel to the sequences: ``data.event_weights``), exactly as serving's pooling tower does;
+the sequential tower reads no types, in training as in serving. Every event is a target,
+whatever its type: a feed leaves out only what the user bought (``bought_events``) and ranks
+everything else, a viewed product included, so the next event of any type is what it should
+have ranked first (and a shop with views alone still trains).
 After each epoch, full-ranking recall@10 on the validation targets (history excluded)
 decides early stopping; the best epoch's weights are returned. Deterministic for a seed.
 """
@@ -61,12 +68,15 @@ class Progress:
 
 def fit(features: ItemFeatures, sequences: list[np.ndarray], settings: TrainSettings,
         tower: ItemTowerConfig, user: UserSettings, valid: Validation | None = None,
-        progress: Progress | None = None) -> TrainResult:
-    """Train on ``sequences`` (item indices, oldest first). Without ``valid``, each user's
-    last event (sequences of 3+) is held out for validation and not trained on. With an
-    empty ``valid`` (a refit), exactly ``settings.epochs`` epochs run and the last is kept."""
+        progress: Progress | None = None,
+        weights: list[np.ndarray] | None = None) -> TrainResult:
+    """Train on ``sequences`` (item indices, oldest first; ``weights`` each event's type
+    weight, None: all the same). Without ``valid``, each user's last event (sequences of 3+)
+    is held out for validation and not trained on. With an empty ``valid`` (a refit),
+    exactly ``settings.epochs`` epochs run and the last is kept."""
     with torch_threads(settings.threads):
-        run = Training(features, sequences, settings, tower, user, valid, progress)
+        run = Training(features, sequences, settings, tower, user, valid, progress,
+                       weights=weights)
         while not run.done and run.seconds < settings.max_minutes * 60:
             run.epoch()
         return run.result()
@@ -100,15 +110,21 @@ class Training:
     def __init__(self, features: ItemFeatures, sequences: list[np.ndarray],
                  settings: TrainSettings, tower: ItemTowerConfig, user: UserSettings,
                  valid: Validation | None = None, progress: Progress | None = None,
-                 boosts: tuple[float, ...] = (0.0,)) -> None:
+                 boosts: tuple[float, ...] = (0.0,),
+                 weights: list[np.ndarray] | None = None) -> None:
         torch.manual_seed(settings.seed)
         self.settings, self.progress, self.boosts = settings, progress or Progress(), boosts
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.rng = np.random.default_rng(settings.seed)
         if valid is None:
-            sequences, valid = holdout_last(sequences)
+            sequences, weights, valid = holdout_last(sequences, weights=weights)
         self.valid = valid.sample(settings.valid_users, settings.seed)
-        self.examples = [s[-(settings.max_len + 1):] for s in sequences if len(s) >= 2]
+        if weights is None:
+            weights = [np.ones(len(s)) for s in sequences]
+        window = settings.max_len + 1
+        self.examples = [s[-window:] for s in sequences if len(s) >= 2]
+        self.weights = [w[-window:] for s, w in zip(sequences, weights, strict=True)
+                        if len(s) >= 2]
         if not self.examples:
             raise ValueError("nothing to train on: no user has two or more events")
         n = len(features)
@@ -139,7 +155,8 @@ class Training:
         """(best recall@10 over ``boosts``, that boost, each validation user's hit at it)
         of the model as it is now."""
         vectors = self.items.all_vectors()
-        users = user_vectors(self.users, vectors, self.valid.histories, history_window(self.users))
+        users = user_vectors(self.users, vectors, self.valid.histories,
+                             history_window(self.users), weights=self.valid.weights)
         new = torch.from_numpy(~self.seen)
         ranks = valid_ranks(vectors, users, self.valid, new, self.boosts)
         recalls = (ranks < RECALL_K).mean(axis=1)
@@ -156,8 +173,9 @@ class Training:
         self.users.train()
         losses = []
         for batch in batches:
-            loss = _step(batch, self.items, self.users, self.task, self.optimiser,
-                         self.generator, self.settings.repeats)
+            loss = _step([self.examples[i] for i in batch], [self.weights[i] for i in batch],
+                         self.items, self.users, self.task, self.optimiser, self.generator,
+                         self.settings.repeats)
             losses.append(loss)
             self.progress.step(loss)
         recall, boost, hits = self.score() if len(self.valid) else (0.0, 0.0, None)
@@ -211,29 +229,33 @@ def history_window(users: torch.nn.Module) -> int:
 
 
 def _batches(examples: list[np.ndarray], size: int, rng: np.random.Generator
-             ) -> list[list[np.ndarray]]:
-    """Shuffled batches of sequences of similar length (little padding), in random order."""
+             ) -> list[np.ndarray]:
+    """Shuffled batches (indices into ``examples``) of sequences of similar length (little
+    padding), in random order."""
     lengths = np.array([len(s) for s in examples])
     order = np.lexsort((rng.random(len(examples)), lengths))
-    batches = [[examples[i] for i in order[s:s + size]] for s in range(0, len(order), size)]
+    batches = [order[s:s + size] for s in range(0, len(order), size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _step(batch: list[np.ndarray], items: ItemEncoder, users: torch.nn.Module,
-          task: SampledSoftmax, optimiser: torch.optim.Optimizer,
+def _step(batch: list[np.ndarray], weights: list[np.ndarray], items: ItemEncoder,
+          users: torch.nn.Module, task: SampledSoftmax, optimiser: torch.optim.Optimizer,
           generator: torch.Generator, repeats: bool = True) -> float:
-    """One optimiser step on ``batch``; without ``repeats``, a position whose target the
-    user already had earlier in the window is read as history but not trained on."""
+    """One optimiser step on ``batch`` (its events weighing ``weights`` in the history);
+    without ``repeats``, a position whose target the user already had earlier in the window
+    is read as history but not trained on."""
     length = max(len(s) for s in batch) - 1
     inputs = torch.zeros(len(batch), length, dtype=torch.long)
     targets = torch.zeros(len(batch), length, dtype=torch.long)
     valid = torch.zeros(len(batch), length, dtype=torch.bool)
     trained = torch.zeros(len(batch), length, dtype=torch.bool)
-    for i, seq in enumerate(batch):
+    weight = torch.zeros(len(batch), length)
+    for i, (seq, w) in enumerate(zip(batch, weights, strict=True)):
         n = len(seq) - 1
         inputs[i, :n] = torch.from_numpy(seq[:-1])
         targets[i, :n] = torch.from_numpy(seq[1:])
         valid[i, :n] = True
+        weight[i, :n] = torch.from_numpy(np.asarray(w[:-1], np.float32))
         trained[i, :n] = True if repeats else torch.from_numpy(new_targets(seq))
     if not bool(trained.any()):
         return float("nan")
@@ -244,7 +266,7 @@ def _step(batch: list[np.ndarray], items: ItemEncoder, users: torch.nn.Module,
     n_in = int(valid.sum())
     history = torch.zeros(len(batch), length, vectors.shape[1])
     history[valid] = vectors[where[:n_in]]
-    user_vectors = users(history)[trained]
+    user_vectors = users(history, weight)[trained]
     loss = task.loss(user_vectors, candidates, vectors[where[n_in:]], labels, len(positives))
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
@@ -304,6 +326,7 @@ def evaluate(items: ItemEncoder, users: torch.nn.Module, valid: Validation,
     if len(valid) == 0:
         return 0.0
     vectors = items.all_vectors()
-    users_t = user_vectors(users, vectors, valid.histories, history_window(users))
+    users_t = user_vectors(users, vectors, valid.histories, history_window(users),
+                           weights=valid.weights)
     ranks = valid_ranks(vectors, users_t, valid)
     return float((ranks[0] < k).mean())

@@ -189,10 +189,12 @@ def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
          base: TrainSettings, tower: ItemTowerConfig, untrained: ItemTowerConfig,
          user: UserSettings, budget_minutes: float | None = None,
          progress: TuneProgress | None = None,
-         space: list[Candidate] | None = None) -> TuneResult:
+         space: list[Candidate] | None = None,
+         weights: list[np.ndarray] | None = None) -> TuneResult:
     """Search ``space`` (default ``candidates(base)``; without ``base.search`` its first,
     the configured settings, alone) on ``valid``, training on
-    ``sequences`` minus the held-out cold products; ``tower`` is the trained item tower's
+    ``sequences`` minus the held-out cold products (their events weighing ``weights`` by
+    type, as ``valid``'s histories weigh theirs); ``tower`` is the trained item tower's
     config (its ``dim`` replaced by each candidate's), ``untrained`` the initial one.
     ``budget_minutes`` (default ``base.max_minutes``) bounds the search and the refit."""
     if space is None:
@@ -202,19 +204,22 @@ def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
     with torch_threads(base.threads):
         return _tune(features, sequences, valid, base, tower, untrained, user,
                      (budget_minutes or base.max_minutes) * 60, progress or TuneProgress(),
-                     space)
+                     space, weights)
 
 
 def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
           base: TrainSettings, tower: ItemTowerConfig, untrained: ItemTowerConfig,
           user: UserSettings, budget: float, progress: TuneProgress,
-          space: list[Candidate]) -> TuneResult:
+          space: list[Candidate], weights: list[np.ndarray] | None) -> TuneResult:
     started = time.perf_counter()
     valid = valid.sample(base.valid_users, base.seed)
     held = cold_products(sequences, len(features), base.seed)
     cold = np.zeros(len(features), bool)
     cold[held] = True
     train = [s[~cold[s]] for s in sequences] if len(held) else sequences
+    train_weights = weights
+    if weights is not None and len(held):
+        train_weights = [w[~cold[s]] for s, w in zip(sequences, weights, strict=True)]
     cold_users = cold[valid.targets] if len(valid) else np.zeros(0, bool)
     positions = sum(max(len(s) - 1, 0) for s in sequences)
     tuned_positions = max(sum(max(len(s) - 1, 0) for s in train), 1)
@@ -247,7 +252,7 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
         progress.candidate(idea.name, idea.overrides)
         boosts = tuple(b * settings.temperature for b in BOOST_NATS)
         run = Training(features, train, settings, replace(tower, dim=settings.dim), user,
-                       valid, progress, boosts)
+                       valid, progress, boosts, train_weights)
         scored.status = "budget"
         while True:
             row = run.epoch()
@@ -331,7 +336,8 @@ def _describe(scored: Scored, run: Training, valid: Validation, cold_users: np.n
     """Coverage@10 and cold-group recall of the candidate at its best epoch and boost."""
     run.result()  # loads the best epoch's weights
     vectors = run.items.all_vectors()
-    users = user_vectors(run.users, vectors, valid.histories, history_window(run.users))
+    users = user_vectors(run.users, vectors, valid.histories, history_window(run.users),
+                         weights=valid.weights)
     bonus = torch.from_numpy(np.where(run.seen, 0.0, run.best["boost"]).astype(np.float32))
     score = score_vectors(vectors, users, valid, bonus, cold_users)
     scored.coverage, scored.cold_recall = score["coverage"], score["cold_recall"]
@@ -378,12 +384,13 @@ def score_vectors(items: torch.Tensor, users: torch.Tensor, valid: Validation,
 def score_untrained(features: ItemFeatures, tower: ItemTowerConfig, user: UserSettings,
                     valid: Validation, cold_users: np.ndarray | None = None) -> Scored:
     """Candidate 0: the initial item tower (no IDs) and recency pooling over the newest
-    ``max_history`` events, as served before any training; never boosted."""
+    ``max_history`` events, each weighing its type (``valid.weights``), as served before
+    any training; never boosted."""
     started = time.perf_counter()
     items = ItemEncoder(ItemTower(tower), features, id_embeddings=False)
     vectors = items.all_vectors()
     users = user_vectors(PoolingUsers(user, user.max_history), vectors, valid.histories,
-                         user.max_history)
+                         user.max_history, weights=valid.weights)
     score = score_vectors(vectors, users, valid, None, cold_users)
     return Scored(UNTRAINED, {}, recall=score["recall"], coverage=score["coverage"],
                   cold_recall=score["cold_recall"], status=UNTRAINED,
@@ -392,15 +399,17 @@ def score_untrained(features: ItemFeatures, tower: ItemTowerConfig, user: UserSe
 
 def refit(features: ItemFeatures, sequences: list[np.ndarray], tuned: TuneResult,
           tower: ItemTowerConfig, user: UserSettings,
-          progress: Progress | None = None) -> TrainResult | None:
-    """The chosen settings trained on every sequence (validation targets included) for the
-    epochs the search chose, the last epoch kept; None when the untrained model won."""
+          progress: Progress | None = None,
+          weights: list[np.ndarray] | None = None) -> TrainResult | None:
+    """The chosen settings trained on every sequence (its events weighing ``weights``) for
+    the epochs the search chose, validation targets included, the last epoch kept; None
+    when the untrained model won."""
     if tuned.settings is None:
         return None
     settings = tuned.settings.model_copy(update={"max_minutes": 24 * 60.0})
     empty = Validation([], np.zeros(0, np.int64))
     result = fit(features, sequences, settings, replace(tower, dim=settings.dim), user,
-                 valid=empty, progress=progress)
+                 valid=empty, progress=progress, weights=weights)
     result.metrics.update({f"valid_recall@{RECALL_K}": tuned.chosen.recall,
                            f"valid_recall@{RECALL_K}_untrained": tuned.candidates[0].recall,
                            "best_epoch": tuned.chosen.epochs, "refit": True})
