@@ -27,6 +27,7 @@ from semrec.towers.item import add_ids
 from semrec.towers.sequential import user_vectors
 from semrec.towers.user import PoolingUserTower, SequentialTower
 from semrec.training import ItemFeatures, fit, holdout_last, load_home
+from semrec.training.cli import served_score
 from semrec.training.data import event_weights
 from semrec.training.model import PoolingUsers, SampledSoftmax
 from semrec.training.reindex import build_version, save_version, serve_version
@@ -407,3 +408,34 @@ def test_evaluation_runner_trains_on_the_split_and_leaves_the_served_model(home:
     ranked = rank_users(fitted.scorer, split.test.users, split.test.targets, history, 10)
     assert summarise(ranked, (10,), split.n_items)["recall@10"] > 0
     assert ModelRegistry(home / "models").current_version() == served  # never promoted
+
+
+def test_served_score_pools_with_the_pooling_the_version_was_saved_with(home: Path) -> None:
+    """Safe promotion scores the served version as it serves: a pooling-trained version
+    pools with the pooling it was trained and saved with, whatever ``[user]`` says now."""
+    base = load_settings(home=home)
+
+    def pooled(pooling: str):
+        return base.model_copy(update={
+            "user": base.user.model_copy(update={"pooling": pooling, "half_life": 1.0}),
+            "feed": base.feed.model_copy(update={"new_product_boost": 0.0})})
+
+    train = base.train.model_copy(update={"user_tower": "pooling", "id_embeddings": False})
+    versions, scores = {}, {}
+    for pooling in ("recency", "mean"):
+        with Workspace(pooled(pooling), own_index=False) as ws:
+            image_dim = ws.items(ws.served_version()).tower.config.image_dim
+            features, sequences, _ = load_home(ws.conn, image_dim)
+            _, _, valid = holdout_last(sequences)
+            tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim,
+                                    dim=32)
+            result = fit(features, sequences, train, tower, ws.settings.user)
+            versions[pooling] = save_version(ws, result, features.product_ids,
+                                             train.model_dump()).version
+    for now in ("recency", "mean"):
+        with Workspace(pooled(now), own_index=False) as ws:
+            for saved, version in versions.items():
+                scores[now, saved] = served_score(ws, version, features, valid)
+    assert scores["recency", "recency"] == scores["mean", "recency"]
+    assert scores["recency", "mean"] == scores["mean", "mean"]
+    assert scores["mean", "recency"] != scores["mean", "mean"]  # the pooling matters here

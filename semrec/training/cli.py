@@ -239,9 +239,10 @@ def served_score(ws: Workspace, version: str | None, features: ItemFeatures,
     content = items.tower.embed(features.text, features.image, features.has_image)
     vectors = torch.from_numpy(items.vectors(features.product_ids, content))
     tower = ws.user_tower(version)
+    pooling = getattr(tower, "settings", ws.settings.user)  # the version's saved pooling
     module: torch.nn.Module = (tower.module if isinstance(getattr(tower, "module", None),
                                                           SequentialUserTower)
-                               else PoolingUsers(ws.settings.user, ws.settings.user.max_history))
+                               else PoolingUsers(pooling, pooling.max_history))
     users = user_vectors(module, vectors, valid.histories, history_window(module),
                          weights=valid.weights)
     bonus = None
