@@ -148,6 +148,10 @@ class TrainSettings(_Section):
     model's on the same users at least ``win_z`` (1.645: one-sided 95 %; 0: any win).
     ``repeats = false`` trains no position whose target the user had already bought in
     the window (feeds leave bought products out, so such a target can never be a hit).
+    ``fusion_lr`` is the learning rate of the item tower's fusion weights (how much text and
+    image count, learnt in log space from the configured ``[tower]`` weights; 0 keeps those
+    fixed); its own, since two scalars at the heads' ``lr`` would hardly move in the few
+    hundred steps a small shop trains (docs/images.md).
     ``threads`` caps torch's CPU threads (0: torch's default). The default is 1: on this
     project's shared 2-core machine two threads spin against other jobs and ran an epoch
     7 to 12 times slower than one (hm-fashion, docs/training.md).
@@ -175,6 +179,7 @@ class TrainSettings(_Section):
     search: bool = True
     win_z: float = 1.645
     repeats: bool = True
+    fusion_lr: float = Field(0.01, ge=0)
     threads: int = Field(1, ge=0)
     seed: int = 0
 

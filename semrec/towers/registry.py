@@ -128,7 +128,7 @@ class ModelRegistry:
         manifest = self.manifest(version)
         tensors = load_file(self.root / version / WEIGHTS)
         tower = ItemTower(ItemTowerConfig(**manifest.item_tower))
-        tower.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("item.")})
+        tower.load_saved({k[5:]: v for k, v in tensors.items() if k.startswith("item.")})
         tower.eval()
         extra = {k: v for k, v in tensors.items() if not k.startswith("item.")}
         return tower, manifest, extra

@@ -179,7 +179,8 @@ def train(
               f"user tower, {best.chosen.epochs} epochs refit on every event in "
               f"{result.metrics['train_seconds']:.0f} s): valid recall@{RECALL_K} "
               f"{best.chosen.recall:.4f} ({versus}; untrained {tuned.candidates[0].recall:.4f})"
-              f"{', forced' if force and not wins else ''}; {indexed} products re-indexed, "
+              f"{', forced' if force and not wins else ''}; fusion weights "
+              f"{_weights(result.metrics)}; {indexed} products re-indexed, "
               f"{switched}.", highlight=False)
 
 
@@ -194,9 +195,14 @@ def _best_trained(tuned: TuneResult, base: TrainSettings) -> TuneResult:
                    settings=base.model_copy(update={**best.overrides, "epochs": best.epochs}))
 
 
+def _weights(metrics: dict[str, Any]) -> str:
+    """``text 0.93, image 1.08``: how much each modality counts in the trained tower."""
+    return ", ".join(f"{m} {w:.3g}" for m, w in metrics.get("modality_weights", {}).items())
+
+
 def _refit_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics[k] for k in ("best_epoch", "train_seconds", "train_positions")
-            if k in metrics}
+    return {k: metrics[k] for k in ("best_epoch", "train_seconds", "train_positions",
+                                    "modality_weights") if k in metrics}
 
 
 def _report(summary: dict[str, Any], as_json: bool, tuned: TuneResult,

@@ -138,8 +138,14 @@ class Training:
             if settings.user_tower == "sequential" else PoolingUsers(user, settings.max_len))
         self.task = SampledSoftmax(popularity, settings.negatives, settings.temperature,
                                    settings.logq, self.seen, full=settings.loss == "full")
-        params = list(self.items.parameters()) + list(self.users.parameters())
-        self.optimiser = torch.optim.AdamW(params, lr=settings.lr,
+        fusion = self.items.tower.fusion
+        fusion.requires_grad_(settings.fusion_lr > 0)
+        params = [p for p in [*self.items.parameters(), *self.users.parameters()]
+                  if p is not fusion]
+        groups = [{"params": params}]
+        if settings.fusion_lr > 0:  # no weight decay: it would pull towards the config
+            groups.append({"params": [fusion], "lr": settings.fusion_lr, "weight_decay": 0.0})
+        self.optimiser = torch.optim.AdamW(groups, lr=settings.lr,
                                            weight_decay=settings.weight_decay)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"recall": -1.0, "epoch": 0, "boost": 0.0, "state": None}
@@ -212,7 +218,8 @@ class Training:
                    f"valid_recall@{RECALL_K}_untrained": self.baseline,
                    "train_seconds": round(self.seconds, 1), "valid_users": len(self.valid),
                    "train_sequences": len(self.examples),
-                   "train_positions": int(sum(len(s) - 1 for s in self.examples))}
+                   "train_positions": int(sum(len(s) - 1 for s in self.examples)),
+                   "modality_weights": items.tower.modality_weights()}
         if len(self.boosts) > 1:
             metrics["valid_boost"] = self.best["boost"]
         ids = None

@@ -81,9 +81,10 @@ class Candidate:
 class Scored:
     """What the search learnt of one candidate: validation recall@10 at its best epoch and
     boost (``epochs`` 0 for the untrained model), coverage@10 of its validation top tens,
-    recall of the cold group alone, and how the run ended (``status``: ``untrained``,
-    ``converged``, ``max_epochs``, ``dropped`` behind the leader, ``budget``, or
-    ``skipped`` for want of time)."""
+    recall of the cold group alone, the item tower's fusion weights at that epoch
+    (``modality_weights``: how much text and image came to count; None untried), and how
+    the run ended (``status``: ``untrained``, ``converged``, ``max_epochs``, ``dropped``
+    behind the leader, ``budget``, or ``skipped`` for want of time)."""
 
     name: str
     overrides: dict[str, Any]
@@ -97,6 +98,7 @@ class Scored:
     seconds_per_epoch: float = 0.0
     status: str = "skipped"
     curve: list[float] = field(default_factory=list)
+    modality_weights: dict[str, float] | None = None
     hits: np.ndarray | None = field(default=None, repr=False)  # per validation user
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +137,7 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen.name, "valid_recall@10": round(self.chosen.recall, 5),
+                "modality_weights": self.chosen.modality_weights,
                 "epochs": self.chosen.epochs, "new_product_boost": self.chosen.boost,
                 "valid_users": len(self.valid), "cold_products": self.cold_products,
                 "cold_targets": self.cold_targets, "seconds": round(self.seconds, 1),
@@ -341,6 +344,7 @@ def _describe(scored: Scored, run: Training, valid: Validation, cold_users: np.n
     bonus = torch.from_numpy(np.where(run.seen, 0.0, run.best["boost"]).astype(np.float32))
     score = score_vectors(vectors, users, valid, bonus, cold_users)
     scored.coverage, scored.cold_recall = score["coverage"], score["cold_recall"]
+    scored.modality_weights = run.items.tower.modality_weights()
 
 
 def cold_products(sequences: list[np.ndarray], n_items: int, seed: int) -> np.ndarray:
@@ -394,6 +398,7 @@ def score_untrained(features: ItemFeatures, tower: ItemTowerConfig, user: UserSe
     score = score_vectors(vectors, users, valid, None, cold_users)
     return Scored(UNTRAINED, {}, recall=score["recall"], coverage=score["coverage"],
                   cold_recall=score["cold_recall"], status=UNTRAINED,
+                  modality_weights=items.tower.modality_weights(),
                   seconds=time.perf_counter() - started, hits=score["hits"])
 
 
