@@ -164,7 +164,7 @@ def test_a_trained_version_indexes_and_ingests_with_its_learnt_weights(image_hom
     settings = load_settings(home=image_home)
     with Workspace(settings, own_index=False) as ws:
         image_dim = ws.items(ws.served_version()).tower.config.image_dim
-        features, sequences = load_home(ws.conn, image_dim)
+        features, sequences, _ = load_home(ws.conn, image_dim)
         assert features.has_image is not None and features.has_image.all()
         tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim, dim=32)
         train_settings = TrainSettings(dim=32, epochs=3, batch_size=64, user_tower="pooling",
