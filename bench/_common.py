@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -27,6 +28,39 @@ def command_line() -> str:
         except ValueError:
             pass
     return shlex.join([sys.executable, *argv])
+
+
+def dataset_parser(doc: str, example: str) -> argparse.ArgumentParser:
+    """The argument parser of a benchmark over a dataset folder: its description is the
+    first paragraph of ``doc`` (the script's docstring), with the options every such script
+    takes, ``--dataset`` (required; ``example`` names a folder for the help) and ``--limit``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, required=True,
+                        help=f"folder with catalog.csv{example}")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N products of the catalog (default: all)")
+    return parser
+
+
+def run_path(prefix: str, dataset: Path, image_model: str, limit: int | None,
+             suffix: str = "") -> Path:
+    """Where a benchmark keeps what it builds for one dataset, image encoder and
+    ``--limit`` (a feature cache, a data directory) between runs, under ``bench/out``."""
+    return OUT / (f"{prefix}-{dataset.name}-{image_model}{f'-{limit}' if limit else ''}"
+                  f"{suffix}")
+
+
+def begin() -> dict[str, Any]:
+    """The head of every result, printed as it starts: the command line and the machine."""
+    head = {"command": command_line(), "machine": machine()}
+    print(f"command: {head['command']}")
+    print(f"machine: {head['machine']}", flush=True)
+    return head
+
+
+def finish(head: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """A whole result: ``head`` (``begin``), ``body``, and the load average at the end."""
+    return {**head, **body, "loadavg_at_end": os.getloadavg()}
 
 
 def machine() -> dict[str, Any]:

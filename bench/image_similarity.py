@@ -32,15 +32,13 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench._common import OUT, command_line, machine, write_result
+from bench._common import begin, dataset_parser, finish, run_path, write_result
 from ingest import load_image, read_catalog
 from semrec.catalog import Product
 from semrec.config import ImageEncoderSettings, TextEncoderSettings
@@ -177,15 +175,10 @@ def run(dataset: Path, image_model: str, k: int, dim: int, rounds: int,
 
 def main() -> None:
     """Parse arguments, run, print and save the result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True,
-                        help="folder with catalog.csv and images/, e.g. "
-                             "../shared/datasets/hm-fashion")
+    parser = dataset_parser(__doc__, " and images/, e.g. ../shared/datasets/hm-fashion")
     parser.add_argument("--image-model", default="efficientnet-lite0",
                         help="image encoder (a registry name or an open_clip model)")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N products (a smoke test; default: all)")
     parser.add_argument("--dim", type=int, default=384, help="the item tower's width")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds")
     parser.add_argument("--cache", type=Path, default=None,
@@ -193,13 +186,11 @@ def main() -> None:
                              "<dataset>-<image model>.npz")
     args = parser.parse_args()
     dataset = args.dataset.resolve()
-    cache = args.cache or OUT / (f"image_similarity-{dataset.name}-{args.image_model}"
-                                 f"{f'-{args.limit}' if args.limit else ''}.npz")
-    cmd = command_line()
-    print(f"command: {cmd}")
-    info = machine()
-    result = run(dataset, args.image_model, args.k, args.dim, args.bootstrap, cache, args.limit)
-    result = {"command": cmd, "machine": info, **result, "loadavg_at_end": os.getloadavg()}
+    cache = args.cache or run_path("image_similarity", dataset, args.image_model, args.limit,
+                                   ".npz")
+    head = begin()
+    result = finish(head, run(dataset, args.image_model, args.k, args.dim, args.bootstrap,
+                              cache, args.limit))
     for name in LABELS:
         print(f"chance {name}: {result['chance'][name]}")
     for key, diffs in result["paired_difference"].items():

@@ -30,15 +30,13 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import OUT, command_line, machine, write_result
+from bench._common import OUT, begin, dataset_parser, finish, write_result
 from ingest import image_digest, load_image, read_catalog
 from semrec.catalog import ImageSource, Product
 from semrec.config import ImageEncoderSettings, load_settings
@@ -233,12 +231,7 @@ def _fmt(seconds: dict[str, float]) -> str:
 
 def main() -> None:
     """Parse arguments, run, print and save the result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True,
-                        help="folder with catalog.csv (and images/), e.g. "
-                             "../shared/datasets/hm-fashion")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N products of the catalog (default: all)")
+    parser = dataset_parser(__doc__, " (and images/), e.g. ../shared/datasets/hm-fashion")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="open_clip checkpoint for an open_clip --image-model (random one "
                              "created if absent)")
@@ -256,14 +249,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="independent repeats, each in a fresh temp home")
     args = parser.parse_args()
-    cmd = command_line()
-    print(f"command: {cmd}")
-    info = machine()
-    print(f"machine: {info}")
+    head = begin()
     result = run(args.dataset.resolve(), args.limit, args.weights.resolve(), args.text_only,
                  args.raw_passes, args.repeats, args.home.resolve() if args.home else None,
                  args.image_model)
-    result = {"command": cmd, "machine": info, **result, "loadavg_at_end": os.getloadavg()}
+    result = finish(head, result)
     n = result["products"]
     print(f"products: {n} (images: {result['images']})")
     for i, r in enumerate(result["runs"], 1):

@@ -21,15 +21,13 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench._common import OUT, command_line, machine, percentiles, write_result
+from bench._common import begin, dataset_parser, finish, percentiles, run_path, write_result
 from bench.image_similarity import chance
 from ingest import image_source, read_catalog
 from semrec.config import load_settings
@@ -128,31 +126,23 @@ def latency(rec: Any, ids: list[str], k: int, n: int) -> dict[str, Any]:
 
 def main() -> None:
     """Parse arguments, build the home, measure, print and save the result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True,
-                        help="folder with catalog.csv and images/, e.g. "
-                             "../shared/datasets/hm-fashion")
+    parser = dataset_parser(__doc__, " and images/, e.g. ../shared/datasets/hm-fashion")
     parser.add_argument("--home", type=Path, default=None,
-                        help="data directory (default bench/out/similar_by-<dataset>-home)")
+                        help="data directory (default bench/out/similar_by-<dataset>-"
+                             "<image model>-home)")
     parser.add_argument("--image-model", default="efficientnet-lite0")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N products (a smoke test; default: all)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds")
     parser.add_argument("--latency-queries", type=int, default=300)
     args = parser.parse_args()
     dataset = args.dataset.resolve()
-    home = args.home or OUT / (f"similar_by-{dataset.name}-{args.image_model}"
-                               f"{f'-{args.limit}' if args.limit else ''}-home")
-    cmd = command_line()
-    print(f"command: {cmd}")
-    info = machine()
+    home = args.home or run_path("similar_by", dataset, args.image_model, args.limit, "-home")
+    head = begin()
     built = build(home, dataset / "catalog.csv", args.image_model, args.limit)
     print(f"ingest: {built}", flush=True)
     result = measure(home, args.k, args.bootstrap, args.latency_queries)
-    result = {"command": cmd, "machine": info, "dataset": str(dataset), "home": str(home),
-              "image_model": args.image_model, "ingest": built, **result,
-              "loadavg_at_end": os.getloadavg()}
+    result = finish(head, {"dataset": str(dataset), "home": str(home),
+                           "image_model": args.image_model, "ingest": built, **result})
     print(f"chance: {result['chance']}")
     for key, diffs in result["paired_difference"].items():
         print(f"{key}: " + ", ".join(f"{n} {d['mean']:+.4f} {d['ci95']}" for n, d in diffs.items()))

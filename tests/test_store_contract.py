@@ -4,7 +4,8 @@ the answers of an exact numpy search with the same filter semantics, and so each
 
 The vectors are the real ones: the fixture catalog indexed once with the bundled MiniLM and
 the tiny CLIP image tower, every fifth product without its image (so its point has no
-"image" vector): the fused default vector and the per-modality "text" and "image" ones.
+"image" vector, and no "text" one either: its fused vector is its text vector): the fused
+default vector and the per-modality "text" and "image" ones.
 """
 
 from __future__ import annotations
@@ -224,6 +225,63 @@ def test_upsert_without_an_image_drops_the_old_image_vector(store: VectorStore,
         store.upsert(["P0042"], corpus.vectors[i:i + 1], [corpus.payloads[i]],
                      {m: v[i:i + 1] for m, v in corpus.by_modality.items()})
     assert store.search(image, 1, using="image")[0].product_id == "P0042"
+
+
+def _with_text_vector(store: VectorStore) -> set[str]:
+    """The product IDs whose points store a named "text" vector, asked of the engine."""
+    if isinstance(store, EdgeStore):
+        records, _ = store.shard.scroll(qe.ScrollRequest(
+            limit=10_000, with_payload=["product_id"], with_vector=False,
+            filter=qe.Filter(must=[qe.HasVectorCondition("text")])))
+    else:
+        records, _ = store.client.scroll(
+            store.collection, limit=10_000, with_payload=["product_id"], with_vectors=False,
+            scroll_filter=models.Filter(must=[models.HasVectorCondition(has_vector="text")]))
+    return {r.payload["product_id"] for r in records}
+
+
+def test_a_text_vector_equal_to_the_fused_one_is_stored_once(store: VectorStore,
+                                                            corpus: Corpus) -> None:
+    """A product without an image (untrained: no ID embedding) has its text vector as its
+    fused one, and its point keeps only the fused copy; one with an image keeps both. Read
+    or searched by text, each gives its text vector all the same."""
+    same = {pid for i, pid in enumerate(corpus.ids)
+            if np.allclose(corpus.by_modality["text"][i], corpus.vectors[i], atol=1e-6)}
+    assert same == NO_IMAGE  # the fixture's own answer: fused = text without an image
+    assert _with_text_vector(store) == set(corpus.ids) - NO_IMAGE
+    got = store.get(["P0010", "P0011"], using="text")  # P0010 has no image, P0011 has one
+    for item in got:
+        i = corpus.ids.index(item.product_id)
+        assert np.allclose(item.vector, corpus.by_modality["text"][i], atol=1e-5)
+    assert not np.allclose(got[1].vector, corpus.vectors[corpus.ids.index("P0011")], atol=1e-2)
+    query = corpus.by_modality["text"][corpus.ids.index("P0011")]
+    hits = store.search(query, 30, using="text", with_vectors=True)
+    assert [h.product_id for h in hits] == corpus.exact(query, 30, using="text")
+    found = {h.product_id for h in hits}
+    assert found & NO_IMAGE and found - NO_IMAGE  # both kinds of point among the answers
+    for h in hits:
+        assert np.allclose(h.vector, corpus.by_modality["text"][corpus.ids.index(h.product_id)],
+                           atol=1e-5)
+
+
+def test_a_text_vector_unlike_the_fused_one_is_kept(store: VectorStore, corpus: Corpus) -> None:
+    """A product without an image whose fused vector moved away from its text (a trained
+    version's ID embedding) keeps its own text vector, and is found by it."""
+    i = corpus.ids.index("P0010")
+    text = corpus.by_modality["text"][i:i + 1]
+    moved = corpus.vectors[corpus.ids.index("P0002"):corpus.ids.index("P0002") + 1]
+    store.upsert(["P0010"], moved, [corpus.payloads[i]],
+                 {"text": text, "image": np.zeros_like(text)})
+    try:
+        assert "P0010" in _with_text_vector(store)
+        assert np.allclose(store.get(["P0010"], using="text")[0].vector, text[0], atol=1e-5)
+        assert np.allclose(store.get(["P0010"])[0].vector, moved[0], atol=1e-5)
+        hit = store.search(text[0], 1, using="text")[0]
+        assert hit.product_id == "P0010" and hit.score == pytest.approx(1.0, abs=1e-4)
+    finally:
+        store.upsert(["P0010"], corpus.vectors[i:i + 1], [corpus.payloads[i]],
+                     {m: v[i:i + 1] for m, v in corpus.by_modality.items()})
+    assert "P0010" not in _with_text_vector(store)
 
 
 def _legacy(kind: str, root: Path, dim: int, collection: str) -> VectorStore:

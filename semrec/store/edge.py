@@ -3,7 +3,9 @@
 One process owns a shard at a time (Edge locks it); ``Home.lock`` turns a second opener
 into a clear error before Edge's own ``WouldBlock``.
 
-A shard holds the fused default vector and the named ``MODALITIES`` vectors. Edge refuses to
+A shard holds the fused default vector and the named ``MODALITIES`` vectors (a point's
+``text`` one only where it differs from the fused one: ``SHARED_WITH_FUSED``; a search by
+text is then one batch of two searches, see ``base.searches``). Edge refuses to
 load a shard under a config whose vector names differ from its own, and cannot add a vector
 to a shard, so a shard made before the named vectors is loaded as it is (``modalities`` ())
 and keeps serving the default search until ``recreate`` rebuilds it.
@@ -27,8 +29,13 @@ from semrec.store.base import (
     Hit,
     StoredItem,
     check_using,
+    merge_hits,
+    pick_vector,
     point_id,
-    present_rows,
+    point_vectors,
+    searches,
+    stored_items,
+    wanted_vectors,
 )
 
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
@@ -79,16 +86,9 @@ class EdgeStore:
     def upsert(self, product_ids: Sequence[str], vectors: np.ndarray,
                payloads: Sequence[dict[str, Any]],
                by_modality: dict[str, np.ndarray] | None = None) -> None:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        named = {m: (np.asarray(v, np.float32), present_rows(v))
-                 for m, v in (by_modality or {}).items() if m in self.modalities}
-        points = []
-        for i, (pid, payload) in enumerate(zip(product_ids, payloads, strict=True)):
-            vector: Any = vectors[i].tolist()
-            if self.modalities:
-                vector = {"": vector, **{m: v[i].tolist() for m, (v, has) in named.items()
-                                         if has[i]}}
-            points.append(qe.Point(point_id(pid), vector, payload))
+        points = [qe.Point(point_id(pid), vector, payload) for pid, vector, payload in zip(
+            product_ids, point_vectors(vectors, by_modality, self.modalities), payloads,
+            strict=True)]
         for start in range(0, len(points), 1024):
             self.shard.update(qe.UpdateOperation.upsert_points(points[start:start + 1024]))
 
@@ -101,28 +101,25 @@ class EdgeStore:
         check_using(using, self.modalities, self.location)
         if not product_ids:
             return []
-        records = self.shard.retrieve([point_id(p) for p in product_ids], with_payload=True,
-                                      with_vector=self._with(with_vectors, using))
-        by_id = {r.payload["product_id"]: r for r in records}
-        return [StoredItem(p, _pick(by_id[p].vector, using) if with_vectors else None,
-                           by_id[p].payload) for p in product_ids if p in by_id]
+        records = self.shard.retrieve(
+            [point_id(p) for p in product_ids], with_payload=True,
+            with_vector=wanted_vectors(with_vectors, using, self.modalities))
+        return stored_items(records, product_ids, with_vectors, using)
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None,
                with_vectors: bool = False, using: str = "") -> list[Hit]:
         check_using(using, self.modalities, self.location)
-        request = qe.QueryRequest(
-            limit=k, query=qe.Query.Nearest(np.asarray(vector, np.float32).tolist(),
-                                            using=using or None),
-            filter=_filter(filters), with_payload=True,
-            with_vector=self._with(with_vectors, using),
-        )
-        return [Hit(p.payload["product_id"], float(p.score), p.payload,
-                    _pick(p.vector, using) if with_vectors else None)
-                for p in self.shard.query(request)]
-
-    def _with(self, with_vectors: bool, using: str) -> bool | list[str]:
-        """Ask Edge for the ``using`` vector only (a shard without named vectors has one)."""
-        return [using] if with_vectors and self.modalities else with_vectors
+        query = np.asarray(vector, np.float32).tolist()
+        requests = [qe.QueryRequest(
+            limit=k, query=qe.Query.Nearest(query, using=name or None),
+            filter=_filter(filters, lacks), with_payload=True,
+            with_vector=wanted_vectors(with_vectors, name, self.modalities),
+        ) for name, lacks in searches(using)]
+        answers = (self.shard.query_batch(qe.QueryBatchRequest(requests)) if len(requests) > 1
+                   else [self.shard.query(requests[0])])
+        return merge_hits(([Hit(p.payload["product_id"], float(p.score), p.payload,
+                                pick_vector(p.vector, using) if with_vectors else None)
+                            for p in points] for points in answers), k)
 
     def count(self) -> int:
         return self.shard.count(qe.CountRequest(exact=True))
@@ -161,26 +158,17 @@ def _index_payload(shard: qe.EdgeShard) -> None:
             shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA[kind]))
 
 
-def _pick(vector: Any, using: str) -> np.ndarray | None:
-    """The ``using`` vector of a record: Edge gives a dict of the names asked for (without
-    those the point lacks), or a plain list for the default vector."""
-    if isinstance(vector, dict):
-        vector = vector.get(using)
-    elif using:
-        vector = None
-    return None if vector is None else np.asarray(vector, np.float32)
-
-
-def _filter(filters: Filters | None) -> qe.Filter | None:
+def _filter(filters: Filters | None, lacks: str | None = None) -> qe.Filter | None:
+    """Edge's filter for ``filters``, and for points without the vector named ``lacks``."""
+    must_not: list[Any] = [qe.HasVectorCondition(lacks)] if lacks else []
     if filters is None:
-        return None
+        return qe.Filter(must_not=must_not) if must_not else None
     must: list[Any] = []
     if filters.category is not None:
         must.append(qe.FieldCondition("category", match=qe.MatchValue(filters.category)))
     if filters.min_price is not None or filters.max_price is not None:
         must.append(qe.FieldCondition(
             "price", range=qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
-    must_not: list[Any] = []
     # qdrant-edge 0.9 reads a Python bool as the integer 0/1, which never matches a bool
     # payload; numpy's bool_ is not an int and reaches the engine as a bool.
     out_of_stock = qe.FieldCondition("in_stock", match=qe.MatchValue(np.bool_(False)))

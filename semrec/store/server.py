@@ -4,8 +4,9 @@
 the contract tests use it where no server runs.
 
 A collection holds the fused default vector (named ``""``) and the named ``MODALITIES``
-vectors; one made before them (a single unnamed vector) keeps serving the default search
-with ``modalities`` () until ``recreate`` rebuilds it.
+vectors (``text`` only where it differs from the fused one, as on Edge); one made before
+them (a single unnamed vector) keeps serving the default search with ``modalities`` () until
+``recreate`` rebuilds it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ from semrec.store.base import (
     Hit,
     StoredItem,
     check_using,
+    merge_hits,
+    pick_vector,
     point_id,
-    present_rows,
+    point_vectors,
+    searches,
+    stored_items,
+    wanted_vectors,
 )
 
 _SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
@@ -80,16 +86,10 @@ class QdrantServerStore:
     def upsert(self, product_ids: Sequence[str], vectors: np.ndarray,
                payloads: Sequence[dict[str, Any]],
                by_modality: dict[str, np.ndarray] | None = None) -> None:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        named = {m: (np.asarray(v, np.float32), present_rows(v))
-                 for m, v in (by_modality or {}).items() if m in self.modalities}
-        points = []
-        for i, (pid, payload) in enumerate(zip(product_ids, payloads, strict=True)):
-            vector: Any = vectors[i].tolist()
-            if self.modalities:
-                vector = {"": vector, **{m: v[i].tolist() for m, (v, has) in named.items()
-                                         if has[i]}}
-            points.append(models.PointStruct(id=point_id(pid), vector=vector, payload=payload))
+        points = [models.PointStruct(id=point_id(pid), vector=vector, payload=payload)
+                  for pid, vector, payload in zip(
+                      product_ids, point_vectors(vectors, by_modality, self.modalities),
+                      payloads, strict=True)]
         for start in range(0, len(points), 512):
             self.client.upsert(self.collection, points[start:start + 512], wait=True)
 
@@ -103,27 +103,23 @@ class QdrantServerStore:
         check_using(using, self.modalities, self.location)
         if not product_ids:
             return []
-        records = self.client.retrieve(self.collection, [point_id(p) for p in product_ids],
-                                       with_payload=True,
-                                       with_vectors=self._with(with_vectors, using))
-        by_id = {r.payload["product_id"]: r for r in records}
-        return [StoredItem(p, _pick(by_id[p].vector, using) if with_vectors else None,
-                           by_id[p].payload) for p in product_ids if p in by_id]
+        records = self.client.retrieve(
+            self.collection, [point_id(p) for p in product_ids], with_payload=True,
+            with_vectors=wanted_vectors(with_vectors, using, self.modalities))
+        return stored_items(records, product_ids, with_vectors, using)
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None,
                with_vectors: bool = False, using: str = "") -> list[Hit]:
         check_using(using, self.modalities, self.location)
-        result = self.client.query_points(
-            self.collection, query=np.asarray(vector, np.float32).tolist(), limit=k,
-            using=using or None, query_filter=_filter(filters), with_payload=True,
-            with_vectors=self._with(with_vectors, using),
-        )
-        return [Hit(p.payload["product_id"], float(p.score), p.payload,
-                    _pick(p.vector, using) if with_vectors else None) for p in result.points]
-
-    def _with(self, with_vectors: bool, using: str) -> bool | list[str]:
-        """Ask for the ``using`` vector only (an old collection has one)."""
-        return [using] if with_vectors and self.modalities else with_vectors
+        query = np.asarray(vector, np.float32).tolist()
+        requests = [models.QueryRequest(
+            query=query, limit=k, using=name or None, filter=_filter(filters, lacks),
+            with_payload=True, with_vector=wanted_vectors(with_vectors, name, self.modalities),
+        ) for name, lacks in searches(using)]
+        answers = self.client.query_batch_points(self.collection, requests)
+        return merge_hits(([Hit(p.payload["product_id"], float(p.score), p.payload,
+                                pick_vector(p.vector, using) if with_vectors else None)
+                            for p in answer.points] for answer in answers), k)
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
@@ -178,28 +174,12 @@ def _create(client: QdrantClient, url: str, collection: str, dim: int, shards: i
             client.create_payload_index(collection, name, _SCHEMA[kind], wait=True)
 
 
-def _pick(vector: Any, using: str) -> np.ndarray | None:
-    """The ``using`` vector of a record, unit length: a dict of the names asked for (without
-    those the point lacks), or a plain list for the default vector."""
-    if isinstance(vector, dict):
-        vector = vector.get(using)
-    elif using:
-        vector = None
-    return None if vector is None else _unit(vector)
-
-
-def _unit(vector: Any) -> np.ndarray:
-    """The stored vector as float32 of unit length (the in-process mode keeps it as sent)."""
-    array = np.asarray(vector, np.float32)
-    norm = float(np.linalg.norm(array))
-    return array / norm if norm > 0 else array
-
-
-def _filter(filters: Filters | None) -> models.Filter | None:
+def _filter(filters: Filters | None, lacks: str | None = None) -> models.Filter | None:
+    """The server's filter for ``filters``, and for points without the vector ``lacks``."""
+    must_not: list[Any] = [models.HasVectorCondition(has_vector=lacks)] if lacks else []
     if filters is None:
-        return None
+        return models.Filter(must_not=must_not) if must_not else None
     must: list[Any] = []
-    must_not: list[Any] = []
     if filters.category is not None:
         must.append(models.FieldCondition(key="category",
                                           match=models.MatchValue(value=filters.category)))
