@@ -91,6 +91,20 @@ def test_fusion_lr_zero_keeps_the_configured_weights() -> None:
     assert result.metrics["modality_weights"] == {"text": 1.0, "image": 1.0}
 
 
+def test_a_text_only_shop_keeps_its_fusion_weights() -> None:
+    """Without images there is no ratio to learn: the weights stay as configured, not walked
+    by the optimiser on a zero gradient's rounding noise."""
+    features, sequences = one_modality_data("text")
+    text_only = ItemFeatures(features.product_ids, features.text)
+    settings = TrainSettings(dim=DIM, epochs=3, batch_size=32, temperature=0.1,
+                             user_tower="pooling", id_embeddings=False, max_len=10,
+                             patience=100, threads=1, fusion_lr=0.05)
+    result = fit(text_only, sequences, settings, ItemTowerConfig(DIM, DIM, DIM),
+                 UserSettings())
+    assert result.metrics["modality_weights"] == {"text": 1.0, "image": 1.0}
+    assert result.metrics["valid_recall@10"] > result.metrics["valid_recall@10_untrained"]
+
+
 def test_a_product_without_an_image_keeps_its_text_vector_after_training() -> None:
     features, result = train("image")
     tower = result.item_tower

@@ -139,11 +139,16 @@ class Training:
         self.task = SampledSoftmax(popularity, settings.negatives, settings.temperature,
                                    settings.logq, self.seen, full=settings.loss == "full")
         fusion = self.items.tower.fusion
-        fusion.requires_grad_(settings.fusion_lr > 0)
+        # Only where products have two modalities is there a ratio to learn: a text-only
+        # vector is invariant to its one weight, and Adam would still walk it on the
+        # rounding noise of a zero gradient (a text weight of 0.84 on a text-only shop).
+        learn_fusion = (settings.fusion_lr > 0 and features.has_image is not None
+                        and bool(np.any(features.has_image)))
+        fusion.requires_grad_(learn_fusion)
         params = [p for p in [*self.items.parameters(), *self.users.parameters()]
                   if p is not fusion]
         groups = [{"params": params}]
-        if settings.fusion_lr > 0:  # no weight decay: it would pull towards the config
+        if learn_fusion:  # no weight decay: it would pull towards the config
             groups.append({"params": [fusion], "lr": settings.fusion_lr, "weight_decay": 0.0})
         self.optimiser = torch.optim.AdamW(groups, lr=settings.lr,
                                            weight_decay=settings.weight_decay)
