@@ -142,9 +142,14 @@ def searches(using: str) -> list[tuple[str, str | None]]:
     return [(using, None)]
 
 
-def merge_hits(answers: Iterable[Sequence[Hit]], k: int) -> list[Hit]:
-    """The ``k`` best hits of searches over disjoint sets of points, best first."""
-    return sorted((h for hits in answers for h in hits), key=lambda h: -h.score)[:k]
+def merge_hits(answers: Iterable[Iterable[Any]], k: int, with_vectors: bool,
+               using: str) -> list[Hit]:
+    """The ``k`` best ``Hit``s of searches over disjoint sets of points, best first, from a
+    backend's scored points (each with ``payload``, ``score`` and ``vector``)."""
+    hits = [Hit(p.payload["product_id"], float(p.score), p.payload,
+                pick_vector(p.vector, using) if with_vectors else None)
+            for points in answers for p in points]
+    return sorted(hits, key=lambda h: -h.score)[:k]
 
 
 @functools.lru_cache(maxsize=1 << 17)

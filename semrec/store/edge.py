@@ -30,7 +30,6 @@ from semrec.store.base import (
     StoredItem,
     check_using,
     merge_hits,
-    pick_vector,
     point_id,
     point_vectors,
     searches,
@@ -117,9 +116,7 @@ class EdgeStore:
         ) for name, lacks in searches(using)]
         answers = (self.shard.query_batch(qe.QueryBatchRequest(requests)) if len(requests) > 1
                    else [self.shard.query(requests[0])])
-        return merge_hits(([Hit(p.payload["product_id"], float(p.score), p.payload,
-                                pick_vector(p.vector, using) if with_vectors else None)
-                            for p in points] for points in answers), k)
+        return merge_hits(answers, k, with_vectors, using)
 
     def count(self) -> int:
         return self.shard.count(qe.CountRequest(exact=True))

@@ -25,7 +25,6 @@ from semrec.store.base import (
     StoredItem,
     check_using,
     merge_hits,
-    pick_vector,
     point_id,
     point_vectors,
     searches,
@@ -117,9 +116,7 @@ class QdrantServerStore:
             with_payload=True, with_vector=wanted_vectors(with_vectors, name, self.modalities),
         ) for name, lacks in searches(using)]
         answers = self.client.query_batch_points(self.collection, requests)
-        return merge_hits(([Hit(p.payload["product_id"], float(p.score), p.payload,
-                                pick_vector(p.vector, using) if with_vectors else None)
-                            for p in answer.points] for answer in answers), k)
+        return merge_hits((answer.points for answer in answers), k, with_vectors, using)
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
