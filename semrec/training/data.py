@@ -101,7 +101,7 @@ def holdout_last(sequences: list[np.ndarray], back: int = 1,
     users = np.repeat(np.arange(len(sequences)), lengths)
     items = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
     keep, at, _ = leave_last_out(users, items, back)
-    masks = np.split(keep, np.cumsum(lengths)[:-1]) if sequences else []
+    masks = split_by(keep, lengths)
     train = [s[m] for s, m in zip(sequences, masks, strict=True)]
     kept = (None if weights is None
             else [w[m] for w, m in zip(weights, masks, strict=True)])
@@ -117,8 +117,13 @@ def event_weights(kinds: list[np.ndarray], user: UserSettings) -> list[np.ndarra
     if not kinds:
         return []
     types, codes = np.unique(np.concatenate(kinds), return_inverse=True)
-    flat = event_type_weights(types.tolist(), user)[codes]
-    return np.split(flat, np.cumsum([len(k) for k in kinds])[:-1])
+    return split_by(event_type_weights(types.tolist(), user)[codes], [len(k) for k in kinds])
+
+
+def split_by(flat: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+    """``flat`` cut into consecutive pieces of ``lengths`` (none for no lengths): per-user
+    arrays parallel to the sequences."""
+    return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
 def sequences_from_arrays(users: np.ndarray, items: np.ndarray) -> list[np.ndarray]:
@@ -151,7 +156,6 @@ def load_home(conn: sqlite3.Connection, image_dim: int
             users.append(user_index.setdefault(user_id, len(user_index)))
             items.append(index[product_id])
             kinds.append(event)
-    user_array = np.asarray(users, np.int64)
-    sequences = sequences_from_arrays(user_array, np.asarray(items, np.int64))
-    cuts = np.cumsum([len(s) for s in sequences])[:-1]
-    return features, sequences, np.split(np.asarray(kinds, dtype=str), cuts) if kinds else []
+    sequences = sequences_from_arrays(np.asarray(users, np.int64), np.asarray(items, np.int64))
+    return features, sequences, split_by(np.asarray(kinds, dtype=str),
+                                         [len(s) for s in sequences])
