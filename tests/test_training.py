@@ -26,7 +26,7 @@ from semrec.towers import ItemTowerConfig
 from semrec.towers.item import add_ids
 from semrec.towers.sequential import user_vectors
 from semrec.towers.user import PoolingUserTower, SequentialTower
-from semrec.training import ItemFeatures, fit, holdout_last, load_home
+from semrec.training import ItemFeatures, Validation, fit, holdout_last, load_home
 from semrec.training.cli import served_score
 from semrec.training.data import event_weights
 from semrec.training.model import PoolingUsers, SampledSoftmax
@@ -164,6 +164,34 @@ def test_training_pools_a_mixed_history_exactly_as_serving_does() -> None:
         assert not np.allclose(batched[0].numpy(), alike, atol=1e-3)
         np.testing.assert_allclose(batched[0].numpy(), pooled[-1].numpy(), atol=1e-6)
 
+
+
+def test_pooling_training_validates_on_the_served_history_window() -> None:
+    """A pooling tower trains on windows of ``max_len`` + 1 events, but validation pools the
+    newest ``[user] max_history`` events of a history, as serving does (with the 4-event
+    training window, a 30-event history's vector would be a different one)."""
+    from semrec.training.trainer import Training, history_window
+
+    rng = np.random.default_rng(0)
+    features = ItemFeatures([f"p{i}" for i in range(40)],
+                            rng.normal(size=(40, 16)).astype(np.float32))
+    sequences = [rng.choice(40, 30) for _ in range(8)]
+    user = UserSettings(half_life=10.0, max_history=100)
+    settings = TrainSettings(dim=16, user_tower="pooling", max_len=4, id_embeddings=False,
+                             threads=1)
+    history = sequences[0]
+    target = np.setdiff1d(np.arange(40), history)[:1]
+    run = Training(features, sequences, settings,
+                   ItemTowerConfig(text_dim=16, image_dim=8, dim=16),
+                   user, Validation([history], target))
+    assert history_window(run.users) == 100
+    vectors = run.items.all_vectors().detach()
+    [pooled] = user_vectors(run.users, vectors, [history], history_window(run.users))
+    served = PoolingUserTower(user).user_vector(vectors[history].numpy(),
+                                                ["purchase"] * len(history))
+    np.testing.assert_allclose(pooled.numpy(), served, atol=1e-6)
+    short = PoolingUserTower(user).user_vector(vectors[history[-4:]].numpy(), ["purchase"] * 4)
+    assert not np.allclose(pooled.numpy(), short, atol=1e-3)
 
 # --- ``semrec train`` on the fixture home ------------------------------------------------------
 

@@ -135,7 +135,10 @@ class Training:
         self.users: torch.nn.Module = (
             SequentialUserTower(SequentialConfig(tower.dim, settings.max_len, settings.layers,
                                                  settings.heads, settings.dropout))
-            if settings.user_tower == "sequential" else PoolingUsers(user, settings.max_len))
+            # pooling reads the served window: a training example holds max_len + 1 events,
+            # but validation pools the newest [user] max_history, as serving does
+            if settings.user_tower == "sequential"
+            else PoolingUsers(user, max(settings.max_len, user.max_history)))
         self.task = SampledSoftmax(popularity, settings.negatives, settings.temperature,
                                    settings.logq, self.seen, full=settings.loss == "full")
         fusion = self.items.tower.fusion
