@@ -340,7 +340,7 @@ def test_train_command_takes_the_loss_and_names_a_wrong_one(home: Path) -> None:
     summary = json.loads(stdout)
     assert (summary["loss"], summary["id_embeddings"]) == ("sampled", False)
     code, _, stderr = semrec(home, "train", "--loss", "exact")
-    assert code == 1 and "loss" in stderr and "'full' or 'sampled'" in stderr, stderr
+    assert code == 1 and "loss" in stderr and "'auto', 'full' or 'sampled'" in stderr, stderr
 
 
 def test_load_home_reads_each_users_events_and_types_in_serving_order(indexed: Path) -> None:

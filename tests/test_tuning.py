@@ -18,10 +18,11 @@ from semrec.towers.user import PoolingUserTower
 from semrec.training import ItemFeatures, Validation, fit, holdout_last, load_home
 from semrec.training.data import event_weights
 from semrec.training.reindex import build_version, save_version, serve_version
-from semrec.training.trainer import new_targets
+from semrec.training.trainer import Training, new_targets, resolve_loss
 from semrec.training.tuning import (
     UNTRAINED,
     Candidate,
+    candidates,
     cold_products,
     paired_z,
     refit,
@@ -167,6 +168,27 @@ def test_budget_stops_the_search() -> None:
     assert some.candidates[-1].status == "skipped"
     assert some.seconds < full.seconds
 
+
+def test_auto_loss_is_sampled_only_where_the_catalogue_dwarfs_the_negatives() -> None:
+    """``loss = "auto"``: full up to four times ``negatives`` products with training events,
+    sampled beyond; the search starts from the resolved loss, offers the other one as a
+    candidate, and the chosen settings name the loss the model was trained with."""
+    auto = TrainSettings(negatives=10)
+    assert auto.loss == "auto"
+    assert resolve_loss(auto, 40).loss == "full" and resolve_loss(auto, 41).loss == "sampled"
+    assert resolve_loss(TrainSettings(loss="full", negatives=10), 10**6).loss == "full"
+    for loss, other in (("full", "sampled"), ("sampled", "full")):
+        names = [c.name for c in candidates(TrainSettings(loss=loss), FEATURE_DIM)]
+        assert other in names and loss not in names
+    features, sequences = cycle_data()  # 48 products
+    train, _, valid = holdout_last(sequences)
+    assert Training(features, train, TrainSettings(**SMALL, negatives=11), TOWER,
+                    UserSettings(), valid).settings.loss == "sampled"
+    for negatives, loss in ((12, "full"), (11, "sampled")):
+        settings = TrainSettings(**{**SMALL, "negatives": negatives, "win_z": 0.0})
+        tuned = tune(features, train, valid, settings, TOWER, UNTRAINED_TOWER, UserSettings(),
+                     space=[Candidate("configured", {})])
+        assert tuned.settings is not None and tuned.settings.loss == loss
 
 def test_refit_trains_products_seen_only_as_validation_targets() -> None:
     """Product 5 is only ever some users' last event (a validation target): the search's

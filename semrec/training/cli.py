@@ -84,8 +84,9 @@ def train(
     id_embeddings: Annotated[bool | None, typer.Option(
         "--id-embeddings/--no-id-embeddings", help="Per-product ID embeddings.")] = None,
     loss: Annotated[str | None, typer.Option(
-        "--loss", help="full (softmax over every product) or sampled (in-batch + sampled "
-                       "negatives with logQ; default: config [train] loss).")] = None,
+        "--loss", help="full (softmax over every product), sampled (in-batch + sampled "
+                       "negatives with logQ) or auto (sampled on large catalogues; default: "
+                       "config [train] loss).")] = None,
     search: Annotated[bool | None, typer.Option(
         "--search/--no-search", help="Search training settings on validation, or train the "
         "configured ones only, still compared with the untrained model (default: config "

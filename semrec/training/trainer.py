@@ -55,6 +55,20 @@ class TrainResult:
         return add_ids(vectors, self.id_embeddings)
 
 
+#: ``loss = "auto"`` is the sampled softmax where the full one would score more than this
+#: many times ``negatives`` products a step (config.py, docs/training.md)
+FULL_OVER_NEGATIVES = 4
+
+
+def resolve_loss(settings: TrainSettings, trained_products: int) -> TrainSettings:
+    """``settings`` with ``loss = "auto"`` made ``full`` or ``sampled`` for a catalogue of
+    ``trained_products`` products with training events; any other loss as it is."""
+    if settings.loss != "auto":
+        return settings
+    many = trained_products > FULL_OVER_NEGATIVES * settings.negatives
+    return settings.model_copy(update={"loss": "sampled" if many else "full"})
+
+
 class Progress:
     """Callbacks the trainer reports through (all optional): steps per epoch, each step's
     loss, each epoch's metrics."""
@@ -130,6 +144,7 @@ class Training:
         n = len(features)
         popularity = np.bincount(np.concatenate([s[1:] for s in self.examples]), minlength=n)
         self.seen = np.bincount(np.concatenate(self.examples), minlength=n) > 0
+        self.settings = settings = resolve_loss(settings, int(self.seen.sum()))
         self.items = ItemEncoder(ItemTower(tower), features, settings.id_embeddings,
                                  settings.id_dropout, self.seen)
         self.users: torch.nn.Module = (

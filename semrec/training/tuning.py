@@ -7,7 +7,8 @@ can win: a candidate that does not beat it on validation is never chosen. Then t
 candidates of ``candidates()``, in order (the configured ``[train]`` first, then
 alternatives that differ in one idea each: a higher temperature, published SASRec settings,
 content heads only, no ID embeddings, a lower learning rate, stronger regularisation,
-sampled softmax with 3,000 negatives), each trained with early stopping on the validation
+the other loss: sampled softmax where ``[train] loss`` came out full, and the other way
+round), each trained with early stopping on the validation
 recall@10 and kept at its best epoch, in batches small enough for an epoch of at least
 ``MIN_STEPS`` steps (``steps_batch``: small shops).
 
@@ -53,6 +54,7 @@ from semrec.training.trainer import (
     TrainResult,
     fit,
     history_window,
+    resolve_loss,
     top_items,
     torch_threads,
     user_vectors,
@@ -174,7 +176,8 @@ def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list
         Candidate("no-ids", {"id_embeddings": False}),
         Candidate("slow", {"lr": base.lr / 4}),
         Candidate("regularised", {"weight_decay": 0.1, "dropout": 0.5, "id_dropout": 0.5}),
-        Candidate("sampled", {"loss": "sampled", "negatives": 3000}),
+        Candidate("sampled", {"loss": "sampled"}),  # the loss [train] did not take
+        Candidate("full", {"loss": "full"}),
     ]
     if repeats:
         ideas.insert(5, Candidate("no-repeats", {"repeats": False}))
@@ -200,6 +203,7 @@ def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
     type, as ``valid``'s histories weigh theirs); ``tower`` is the trained item tower's
     config (its ``dim`` replaced by each candidate's), ``untrained`` the initial one.
     ``budget_minutes`` (default ``base.max_minutes``) bounds the search and the refit."""
+    base = resolve_loss(base, _products_with_events(sequences))
     if space is None:
         space = candidates(base, tower.text_dim, any(len(np.unique(s)) < len(s)
                                                      for s in sequences))
@@ -291,6 +295,12 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
     return TuneResult(results, leader, chosen_settings, valid, int(len(held)),
                       int(cold_users.sum()), time.perf_counter() - started, budget, model,
                       round(z, 3))
+
+
+def _products_with_events(sequences: list[np.ndarray]) -> int:
+    """How many products the sequences' trainable examples (2+ events) name."""
+    named = [s for s in sequences if len(s) >= 2]
+    return len(np.unique(np.concatenate(named))) if named else 0
 
 
 def steps_batch(base: TrainSettings, overrides: dict[str, Any],
