@@ -171,15 +171,16 @@ def test_budget_stops_the_search() -> None:
 
 def test_auto_loss_is_sampled_only_where_the_catalogue_dwarfs_the_negatives() -> None:
     """``loss = "auto"``: full up to four times ``negatives`` products with training events,
-    sampled beyond; the search starts from the resolved loss, offers the other one as a
-    candidate, and the chosen settings name the loss the model was trained with."""
+    sampled beyond; the search starts from the resolved loss, offers the other one (the exact
+    loss right after ``configured``, the sampled one last), and the chosen settings name the
+    loss the model was trained with."""
     auto = TrainSettings(negatives=10)
     assert auto.loss == "auto"
     assert resolve_loss(auto, 40).loss == "full" and resolve_loss(auto, 41).loss == "sampled"
     assert resolve_loss(TrainSettings(loss="full", negatives=10), 10**6).loss == "full"
-    for loss, other in (("full", "sampled"), ("sampled", "full")):
+    for loss, other, at in (("full", "sampled", -1), ("sampled", "full", 1)):
         names = [c.name for c in candidates(TrainSettings(loss=loss), FEATURE_DIM)]
-        assert other in names and loss not in names
+        assert names[at] == other and loss not in names
     features, sequences = cycle_data()  # 48 products
     train, _, valid = holdout_last(sequences)
     assert Training(features, train, TrainSettings(**SMALL, negatives=11), TOWER,

@@ -7,8 +7,8 @@ can win: a candidate that does not beat it on validation is never chosen. Then t
 candidates of ``candidates()``, in order (the configured ``[train]`` first, then
 alternatives that differ in one idea each: a higher temperature, published SASRec settings,
 content heads only, no ID embeddings, a lower learning rate, stronger regularisation,
-the other loss: sampled softmax where ``[train] loss`` came out full, and the other way
-round), each trained with early stopping on the validation
+and the other loss: the full softmax second where ``[train] loss`` came out sampled, the
+sampled one last where it came out full), each trained with early stopping on the validation
 recall@10 and kept at its best epoch, in batches small enough for an epoch of at least
 ``MIN_STEPS`` steps (``steps_batch``: small shops).
 
@@ -176,11 +176,15 @@ def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list
         Candidate("no-ids", {"id_embeddings": False}),
         Candidate("slow", {"lr": base.lr / 4}),
         Candidate("regularised", {"weight_decay": 0.1, "dropout": 0.5, "id_dropout": 0.5}),
-        Candidate("sampled", {"loss": "sampled"}),  # the loss [train] did not take
-        Candidate("full", {"loss": "full"}),
     ]
     if repeats:
         ideas.insert(5, Candidate("no-repeats", {"repeats": False}))
+    # the loss [train] did not take: where it took the sampled one (``auto`` on a large
+    # catalogue, for speed), the exact one is the first alternative; else the last
+    if base.loss == "sampled":
+        ideas.insert(1, Candidate("full", {"loss": "full"}))
+    else:
+        ideas.append(Candidate("sampled", {"loss": "sampled"}))
     seen: set[str] = set()
     out = []
     for idea in ideas:
@@ -230,6 +234,7 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
     cold_users = cold[valid.targets] if len(valid) else np.zeros(0, bool)
     positions = sum(max(len(s) - 1, 0) for s in sequences)
     tuned_positions = max(sum(max(len(s) - 1, 0) for s in train), 1)
+    trained = _products_with_events(train)
 
     progress.candidate(UNTRAINED, {})
     zero = score_untrained(features, untrained, user, valid, cold_users)
@@ -241,8 +246,13 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
     def refit_seconds(best: Scored) -> float:
         return best.epochs * best.seconds_per_epoch * positions / tuned_positions
 
-    def epoch_guess(name: str) -> float:
-        return runs.get(name) or (max(runs.values()) if runs else 0.0)
+    def epoch_guess(idea: Candidate) -> float:
+        if idea.name in runs:
+            return runs[idea.name]
+        guess = max(runs.values()) if runs else 0.0
+        if idea.overrides.get("loss") == "full" and base.loss == "sampled":
+            guess *= max(trained / max(base.negatives, 1), 1.0)  # a step scores every product
+        return guess
 
     stop = False
     for idea in space:
@@ -251,7 +261,7 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
         if stop:
             continue
         elapsed = time.perf_counter() - started
-        if elapsed + epoch_guess(idea.name) + refit_seconds(leader) > budget:
+        if elapsed + epoch_guess(idea) + refit_seconds(leader) > budget:
             stop = True
             continue
         settings = base.model_copy(update={**idea.overrides,
