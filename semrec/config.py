@@ -133,10 +133,10 @@ class TrainSettings(_Section):
     with training events outnumber ``negatives`` four times over, then ``sampled``: on
     amazon-games (16.5k products, 3,000 negatives) the sampled loss ran an epoch 2.4 times
     faster and reached the full one's best validation recall@10 (0.1204 vs 0.1205) in two
-    thirds of the time (docs/training.md), which a time budget turns into quality; on a small
-    catalogue the full softmax costs little more than the sampled one. ``user_tower`` picks
-    the recency-weighted mean (``pooling``, no parameters) or a causal transformer over the
-    history (``sequential``).
+    thirds of the time (docs/training.md), which a time budget turns into quality (the
+    search then tries the full softmax second); on a small catalogue the full softmax costs
+    little more than the sampled one. ``user_tower`` picks the recency-weighted mean
+    (``pooling``, no parameters) or a causal transformer over the history (``sequential``).
     ``id_embeddings`` adds a learnt vector per product seen in training to its content vector
     (products after training have none and are served from content alone, lifted in feeds
     by ``[feed] new_product_boost``); ``id_dropout`` is the share of steps a product trains
