@@ -3,12 +3,13 @@ by epoch on a dataset's evaluation split.
 
 Splits the dataset as ``semrec evaluate`` does (``--split``, ``--cold-items``), takes the
 validation phase's training events, holds out the search's cold products
-(``tuning.cold_products``) and samples ``[train] valid_users`` validation users, as
-``tuning.tune`` does; then trains ``[train]`` plus the variant's ``key=value`` overrides with
-``fit`` and prints each epoch. Nothing is read from the test targets. Features come from an
-evaluation's data directory (``semrec evaluate --workdir W``: the catalog's features cached
-there); nothing is encoded. One variant per run, so two runs side by side on two cores time
-two variants under the same load::
+(``tuning.cold_products``), samples ``[train] valid_users`` validation users and shrinks
+the batch for a small shop (``tuning.steps_batch``), as ``tuning.tune`` does; then trains
+``[train]`` plus the variant's ``key=value`` overrides with ``fit`` and prints each epoch.
+Nothing is read from the test targets. Features come from an evaluation's data directory
+(``semrec evaluate --workdir W``: the catalog's features cached there); nothing is encoded.
+One variant per run, so two runs side by side on two cores time two variants under the same
+load::
 
     python -m bench.valid_curve --dataset ../shared/datasets/amazon-games --workdir W loss=full
     python -m bench.valid_curve --dataset ../shared/datasets/amazon-games --workdir W loss=sampled
@@ -31,7 +32,7 @@ from semrec.evaluation.splits import load_dataset, make_split
 from semrec.towers import ItemTowerConfig
 from semrec.training import ItemFeatures, Validation, fit, load_home
 from semrec.training.trainer import Progress
-from semrec.training.tuning import cold_products
+from semrec.training.tuning import cold_products, steps_batch
 
 
 class Epochs(Progress):
@@ -78,6 +79,7 @@ def main() -> None:
     held = np.zeros(len(features), bool)
     held[cold_products(sequences, len(features), settings.seed)] = True
     sequences = [s[~held[s]] for s in sequences]
+    settings = settings.model_copy(update=steps_batch(settings, {}, sequences))  # as searched
 
     tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=512, dim=settings.dim,
                             seed=settings.seed)
