@@ -42,6 +42,19 @@ def dataset_parser(doc: str, example: str) -> argparse.ArgumentParser:
     return parser
 
 
+def train_overrides(items: list[str]) -> dict[str, Any]:
+    """``[train]`` overrides from ``key=value`` arguments: each value read as JSON where it
+    is JSON (numbers, booleans), else as the string it is."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
 def run_path(prefix: str, dataset: Path, image_model: str, limit: int | None,
              suffix: str = "") -> Path:
     """Where a benchmark keeps what it builds for one dataset, image encoder and

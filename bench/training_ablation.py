@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from bench._common import command_line, machine, write_result
+from bench._common import command_line, machine, train_overrides, write_result
 from semrec.config import TrainSettings, UserSettings
 from semrec.evaluation.metrics import rank_users
 from semrec.towers import ItemTowerConfig
@@ -101,13 +101,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("variant", nargs="*", help="[train] overrides: key=value")
     args = parser.parse_args()
-    overrides: dict[str, Any] = {}
-    for item in args.variant:
-        key, value = item.split("=", 1)
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = train_overrides(args.variant)
     cold_share = float(overrides.pop("cold", 0.0))
     settings = TrainSettings(**overrides)
     print(f"command: {command_line()}", flush=True)

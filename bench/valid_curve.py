@@ -6,8 +6,10 @@ validation phase's training events, holds out the search's cold products
 (``tuning.cold_products``), samples ``[train] valid_users`` validation users and shrinks
 the batch for a small shop (``tuning.steps_batch``), as ``tuning.tune`` does; then trains
 ``[train]`` plus the variant's ``key=value`` overrides with ``fit`` and prints each epoch.
-Nothing is read from the test targets. Features come from an evaluation's data directory
-(``semrec evaluate --workdir W``: the catalog's features cached there); nothing is encoded.
+Nothing is read from the test targets. Text features come from an evaluation's data
+directory (``semrec evaluate --workdir W``: the catalog's features cached there; image
+features are not read, so on a catalog with images this is the text-only curve); nothing is
+encoded.
 One variant per run, so two runs side by side on two cores time two variants under the same
 load::
 
@@ -22,11 +24,10 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bench._common import begin, finish, write_result
+from bench._common import begin, finish, train_overrides, write_result
 from semrec.config import TrainSettings, UserSettings
 from semrec.evaluation.splits import load_dataset, make_split
 from semrec.towers import ItemTowerConfig
@@ -53,13 +54,7 @@ def main() -> None:
     parser.add_argument("--cold-items", type=float, default=0.0)
     parser.add_argument("variant", nargs="*", help="[train] overrides: key=value")
     args = parser.parse_args()
-    overrides: dict[str, Any] = {}
-    for item in args.variant:
-        key, value = item.split("=", 1)
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = train_overrides(args.variant)
     head = begin()
     settings = TrainSettings(**{"patience": 3, "max_minutes": 120.0, **overrides})
 
