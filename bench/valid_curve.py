@@ -3,7 +3,7 @@ by epoch on a dataset's evaluation split.
 
 Splits the dataset as ``semrec evaluate`` does (``--split``, ``--cold-items``), takes the
 validation phase's training events, holds out the search's cold products
-(``tuning.cold_products``), samples ``[train] valid_users`` validation users and shrinks
+(``tuning.hold_out_cold``), samples ``[train] valid_users`` validation users and shrinks
 the batch for a small shop (``tuning.steps_batch``), as ``tuning.tune`` does; then trains
 ``[train]`` plus the variant's ``key=value`` overrides with ``fit`` and prints each epoch.
 Nothing is read from the test targets. Text features come from an evaluation's data
@@ -33,7 +33,7 @@ from semrec.evaluation.splits import load_dataset, make_split
 from semrec.towers import ItemTowerConfig
 from semrec.training import ItemFeatures, Validation, fit, load_home
 from semrec.training.trainer import Progress
-from semrec.training.tuning import cold_products, steps_batch
+from semrec.training.tuning import hold_out_cold, steps_batch
 
 
 class Epochs(Progress):
@@ -71,9 +71,7 @@ def main() -> None:
     sequences = [train.items[offsets[u]:offsets[u + 1]] for u in range(split.n_users)]
     valid = Validation([sequences[u] for u in split.valid.users],
                        split.valid.targets).sample(settings.valid_users, settings.seed)
-    held = np.zeros(len(features), bool)
-    held[cold_products(sequences, len(features), settings.seed)] = True
-    sequences = [s[~held[s]] for s in sequences]
+    sequences, _, held = hold_out_cold(sequences, None, len(features), settings.seed)
     settings = settings.model_copy(update=steps_batch(settings, {}, sequences))  # as searched
 
     tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=512, dim=settings.dim,

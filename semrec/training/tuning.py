@@ -224,13 +224,7 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
           space: list[Candidate], weights: list[np.ndarray] | None) -> TuneResult:
     started = time.perf_counter()
     valid = valid.sample(base.valid_users, base.seed)
-    held = cold_products(sequences, len(features), base.seed)
-    cold = np.zeros(len(features), bool)
-    cold[held] = True
-    train = [s[~cold[s]] for s in sequences] if len(held) else sequences
-    train_weights = weights
-    if weights is not None and len(held):
-        train_weights = [w[~cold[s]] for s, w in zip(sequences, weights, strict=True)]
+    train, train_weights, cold = hold_out_cold(sequences, weights, len(features), base.seed)
     cold_users = cold[valid.targets] if len(valid) else np.zeros(0, bool)
     positions = sum(max(len(s) - 1, 0) for s in sequences)
     tuned_positions = max(sum(max(len(s) - 1, 0) for s in train), 1)
@@ -302,7 +296,7 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
                        else base.model_copy(update={**leader.overrides,
                                                     **steps_batch(base, leader.overrides, train),
                                                     "epochs": leader.epochs}))
-    return TuneResult(results, leader, chosen_settings, valid, int(len(held)),
+    return TuneResult(results, leader, chosen_settings, valid, int(cold.sum()),
                       int(cold_users.sum()), time.perf_counter() - started, budget, model,
                       round(z, 3))
 
@@ -365,6 +359,21 @@ def _describe(scored: Scored, run: Training, valid: Validation, cold_users: np.n
     score = score_vectors(vectors, users, valid, bonus, cold_users)
     scored.coverage, scored.cold_recall = score["coverage"], score["cold_recall"]
     scored.modality_weights = run.items.tower.modality_weights()
+
+
+def hold_out_cold(sequences: list[np.ndarray], weights: list[np.ndarray] | None,
+                  n_items: int, seed: int
+                  ) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray]:
+    """What the search trains on: ``sequences`` (and their ``weights``) without the
+    ``cold_products``, and those products as a mask over the catalogue."""
+    held = cold_products(sequences, n_items, seed)
+    cold = np.zeros(n_items, bool)
+    cold[held] = True
+    if not len(held):
+        return sequences, weights, cold
+    kept = None if weights is None else [w[~cold[s]] for s, w in
+                                         zip(sequences, weights, strict=True)]
+    return [s[~cold[s]] for s in sequences], kept, cold
 
 
 def cold_products(sequences: list[np.ndarray], n_items: int, seed: int) -> np.ndarray:
