@@ -43,7 +43,7 @@ from bench._common import command_line, machine, train_overrides, write_result
 from semrec.config import TrainSettings, UserSettings
 from semrec.evaluation.metrics import rank_users
 from semrec.towers import ItemTowerConfig
-from semrec.towers.item import add_ids
+from semrec.towers.item import add_terms
 from semrec.towers.user import history_weights, pool
 from semrec.training import Validation, fit, holdout_last, load_home
 from semrec.training.trainer import PoolingUsers, Progress, user_vectors
@@ -174,7 +174,7 @@ def main() -> None:
             top = sims.topk(k, dim=1).indices.numpy()
             ids = result.id_embeddings.copy()
             ids[cold] = ids[warm_rows[top]].mean(axis=1)
-            imputed = torch.from_numpy(add_ids(content.numpy(), ids))
+            imputed = torch.from_numpy(add_terms(content.numpy(), ids))
             u = user_vectors(users, imputed, test_h, settings.max_len)
             r = ranks(u, imputed, test_h, test_t)
             out["impute"].append({"k": k, f"warm_recall@{K}": float((r[~is_cold] < K).mean()),

@@ -140,7 +140,10 @@ class TrainSettings(_Section):
     ``id_embeddings`` adds a learnt vector per product seen in training to its content vector
     (products after training have none and are served from content alone, lifted in feeds
     by ``[feed] new_product_boost``); ``id_dropout`` is the share of steps a product trains
-    without it, so content alone stays useful.
+    without it, so content alone stays useful. ``word_embeddings`` adds, where products have
+    words, a learnt vector per word shared by two or more trained products (the title's
+    words and word pairs, category, brand, short attributes: ``towers/words.py``): unlike
+    an ID, a word reaches the products ingested after training.
     Validation is each user's last event. With ``search`` (the default) these settings are
     the first candidate of a search on validation (``training/tuning.py``: the untrained
     model is candidate 0 and wins unless a trained one beats it; alternatives follow while
@@ -178,6 +181,7 @@ class TrainSettings(_Section):
     dropout: float = Field(0.2, ge=0, lt=1)
     id_embeddings: bool = True
     id_dropout: float = Field(0.2, ge=0, le=1)
+    word_embeddings: bool = True
     patience: int = Field(3, ge=1)
     valid_users: int = Field(10_000, ge=1)
     max_minutes: float = Field(14.0, gt=0)

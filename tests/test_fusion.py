@@ -182,7 +182,8 @@ def test_a_trained_version_indexes_and_ingests_with_its_learnt_weights(image_hom
         assert features.has_image is not None and features.has_image.all()
         tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=image_dim, dim=32)
         train_settings = TrainSettings(dim=32, epochs=3, batch_size=64, user_tower="pooling",
-                                       id_embeddings=False, fusion_lr=0.05, threads=1)
+                                       id_embeddings=False, word_embeddings=False,
+                                       fusion_lr=0.05, threads=1)
         result = fit(features, sequences, train_settings, tower, settings.user)
         learnt = result.metrics["modality_weights"]
         manifest = save_version(ws, result, features.product_ids, train_settings.model_dump())

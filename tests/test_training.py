@@ -23,9 +23,10 @@ from semrec.index.stage import embed_cached
 from semrec.serving.recommender import Recommender, open_recommender
 from semrec.store import Filters
 from semrec.towers import ItemTowerConfig
-from semrec.towers.item import add_ids
+from semrec.towers.item import add_terms
 from semrec.towers.sequential import user_vectors
 from semrec.towers.user import PoolingUserTower, SequentialTower
+from semrec.towers.words import product_words
 from semrec.training import ItemFeatures, Validation, fit, holdout_last, load_home
 from semrec.training.cli import served_score
 from semrec.training.data import event_weights
@@ -117,6 +118,35 @@ def test_unseen_products_keep_their_content_vector() -> None:
     assert result.id_embeddings[[1, 2]].any()
     content = result.item_tower.embed(features.text)
     assert np.allclose(result.item_vectors(features)[sorted(cold)], content[sorted(cold)])
+
+
+def test_learnt_words_reach_products_the_model_never_saw() -> None:
+    """Every product has the same features (they say nothing) and one word, its category's:
+    products held out of training are then told apart by their word alone. The next
+    purchase is always of the next category, so the held-out product of that category is
+    the right one: with word vectors it is found, without them it ties with every other
+    held-out product (the same content vector, no ID)."""
+    features, sequences = cycle_data()
+    category = np.arange(len(features)) // PER_CATEGORY
+    cold = np.arange(N_CATEGORIES) * PER_CATEGORY + PER_CATEGORY - 1  # one per category
+    features = ItemFeatures(features.product_ids, np.ones((len(features), 2), np.float32),
+                            words=[[f"category {c}"] for c in category])
+    train = [s[~np.isin(s, cold)] for s in sequences]
+    histories = [s[:4] for s in train[:200] if len(s) >= 4]
+    valid = Validation(histories, np.array([cold[(category[h[-1]] + 1) % N_CATEGORIES]
+                                            for h in histories]))
+    tower = ItemTowerConfig(text_dim=2, image_dim=8, dim=16)
+    recall = {}
+    for words in (True, False):
+        settings = TrainSettings(dim=16, epochs=12, batch_size=64, negatives=16, lr=5e-3,
+                                 temperature=0.1, max_len=10, layers=1, dropout=0.1,
+                                 patience=12, word_embeddings=words, threads=1)
+        result = fit(features, train, settings, tower, UserSettings(), valid=valid)
+        recall[words] = result.metrics["valid_recall@10"]
+        assert (result.words is not None) == words
+        vectors = result.item_vectors(features)
+        assert np.allclose(vectors[cold[0]], vectors[cold[1]]) != words
+    assert recall[True] > 0.9 and recall[False] < 0.2, recall
 
 
 def test_holdout_last_keeps_validation_out_of_training() -> None:
@@ -307,9 +337,10 @@ def test_products_new_to_the_model_are_marked_and_boosted_in_feeds(home: Path) -
 
 
 def test_ingest_after_training_keeps_id_embeddings_and_marks_new_products(home: Path) -> None:
-    """Under a version trained with ID embeddings, a changed product is re-embedded from its
-    new content plus its own ID embedding (what it learnt from interactions stays); a
-    product the version never saw gets its content vector alone and is marked new."""
+    """Under a version trained with ID and word embeddings, a changed product is re-embedded
+    from its new content plus its own ID embedding and its words (what it learnt from
+    interactions stays); a product the version never saw gets its content vector plus the
+    learnt vectors of its words, no ID, and is marked new."""
     code, _, stderr = semrec(home, "train", "--no-search", "--force", "--json")
     assert code == 0, stderr
     catalog = {p.product_id: p for p in read_catalog(FIXTURES / "catalog.csv").items}
@@ -327,9 +358,14 @@ def test_ingest_after_training_keeps_id_embeddings_and_marks_new_products(home: 
         order = [known, "P9999"]
         content = embed_cached(ws.features, items.tower, [rows[p].text_key for p in order],
                                [rows[p].image_key for p in order])
+    assert items.words is not None
+    words = items.words.vectors([product_words(changed), product_words(brand_new)])
+    assert np.abs(words[1]).sum() > 0  # its title's words were learnt from other products
     np.testing.assert_allclose(stored[known].vector,
-                               add_ids(content[:1], items.ids[known][None])[0], atol=1e-5)
-    np.testing.assert_allclose(stored["P9999"].vector, content[1], atol=1e-5)
+                               add_terms(content[:1], items.ids[known][None], words[:1])[0],
+                               atol=1e-5)
+    np.testing.assert_allclose(stored["P9999"].vector,
+                               add_terms(content[1:], words[1:])[0], atol=1e-5)
     assert stored[known].payload["new"] is False and stored["P9999"].payload["new"] is True
 
 

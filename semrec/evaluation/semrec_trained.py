@@ -44,6 +44,7 @@ from semrec.evaluation.splits import Interactions
 from semrec.index import write_all
 from semrec.store import read_vectors
 from semrec.towers.user import event_type_weights
+from semrec.towers.words import product_words
 from semrec.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
         features = ItemFeatures(
             ctx.dataset.product_ids, cached.text[order],
             cached.image[order] if cached.image is not None else None,
-            cached.has_image[order] if cached.has_image is not None else None)
+            cached.has_image[order] if cached.has_image is not None else None,
+            [product_words(p) for p in ctx.dataset.products])
         kinds = ctx.dataset.event_kinds
         valid_seqs = _sequences(split.valid.train, split.n_users)
         valid_weights = _weights(split.valid.train, split.n_users, kinds, settings.user)
@@ -127,6 +129,7 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
     bonus = np.where(result.trained, 0.0, boost).astype(np.float32) if boost > 0 else None
     info.update({"model_version": manifest.version, "user_tower": user_tower.kind,
                  "id_embeddings": tuned.settings.id_embeddings,
+                 "word_embeddings": result.words is not None,
                  "chosen_train": tuned.settings.model_dump(),
                  "new_product_boost": tuned.chosen.boost,
                  "new_products": int((~result.trained).sum()), **result.metrics})

@@ -3,8 +3,8 @@
     plan    each product's text and image cache keys and content hash, and whether it
             must be (re)indexed under the version being written
     encode  the texts and images the feature cache lacks, once per content and encoder
-    embed   item vectors from cached features with a version's tower and ID table: the
-            fused one (with the ID embedding) and each modality's own (without)
+    embed   item vectors from cached features with a version's tower, ID table and word
+            table: the fused one (with the learnt terms) and each modality's own (without)
     write   upsert into the version's store first, the catalog rows second
 
 ``ingest`` runs all four for products, into the served version (``semrec ingest``,
@@ -33,6 +33,7 @@ from semrec.faults import failpoint
 from semrec.state import FeatureCache, ProductRow, feature_key
 from semrec.store import VectorStore
 from semrec.towers import ItemTower, VersionItems
+from semrec.towers.words import product_words
 from semrec.workspace import Workspace
 
 BATCH = 1024  # products per step: larger calls let sentence-transformers sort by length
@@ -307,24 +308,33 @@ class Embedded:
 def embed_rows(features: FeatureCache, items: VersionItems,
                rows: Sequence[ProductRow]) -> Embedded:
     """The indexed vectors of catalog ``rows`` under ``items``' version, from cached
-    features: the tower's fused vector plus the product's ID embedding where it has one,
-    and the tower's per-modality vectors. The ID embedding is left out of those: it is
-    learnt from behaviour, while "similar by look" must be the look alone."""
+    features: the tower's fused vector plus the product's ID embedding and word term where
+    the version has them, and the tower's per-modality vectors. The learnt terms are left
+    out of those: they are learnt from behaviour, while "similar by look" must be the look alone."""
     tower = items.tower
     text, image, has_image = features.matrix([r.text_key for r in rows],
                                              [r.image_key for r in rows],
                                              tower.config.image_dim)
-    fused = items.vectors([r.product_id for r in rows], tower.embed(text, image, has_image))
+    fused = items.vectors([r.product_id for r in rows], tower.embed(text, image, has_image),
+                          row_words(rows, items))
     return Embedded(fused, tower.embed_modalities(text, image, has_image))
 
 
 def embed(features: FeatureCache, items: VersionItems,
           rows: Sequence[ProductRow]) -> np.ndarray:
     """The fused indexed vectors of catalog ``rows`` under ``items``' version, from cached
-    features: the tower's vector, plus the product's ID embedding where it has one."""
+    features: the tower's vector, plus the product's ID embedding and word term where the
+    version has them."""
     content = embed_cached(features, items.tower, [r.text_key for r in rows],
                            [r.image_key for r in rows])
-    return items.vectors([r.product_id for r in rows], content)
+    return items.vectors([r.product_id for r in rows], content, row_words(rows, items))
+
+
+def row_words(rows: Sequence[ProductRow], items: VersionItems) -> list[list[str]] | None:
+    """The words of catalog ``rows`` where ``items``' version learnt word vectors."""
+    if items.words is None:
+        return None
+    return [product_words(Product.from_payload(r.payload)) for r in rows]
 
 
 def point_payload(row: ProductRow, items: VersionItems) -> dict[str, Any]:

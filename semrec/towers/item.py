@@ -107,10 +107,11 @@ class ItemTower(nn.Module):
         return {"text": text_v.numpy(), "image": image_v.numpy()}
 
 
-def add_ids(content: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``normalise(content + ids)`` row by row (float32): a product's vector under a version
-    trained with ID embeddings (a zero ID row leaves the content vector as it is)."""
-    out = content + ids
+def add_terms(content: np.ndarray, *terms: np.ndarray | None) -> np.ndarray:
+    """``normalise(content + sum(terms))`` row by row (float32): a product's vector under a
+    trained version, its content vector plus its learnt terms (its ID embedding, its word
+    term; None or a zero row leaves the content vector as it is)."""
+    out = content + sum(t for t in terms if t is not None)
     return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 

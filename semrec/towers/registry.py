@@ -20,7 +20,8 @@ import numpy as np
 from safetensors.torch import load_file, save_file
 
 from semrec.config import FeedSettings
-from semrec.towers.item import ItemTower, ItemTowerConfig, add_ids
+from semrec.towers.item import ItemTower, ItemTowerConfig, add_terms
+from semrec.towers.words import WordTable
 
 MANIFEST = "manifest.json"
 WEIGHTS = "item_tower.safetensors"
@@ -29,6 +30,9 @@ ID_TENSOR = "item_ids.weight"
 ID_PRODUCTS = "id_products.json"
 #: The products a trained version had training events for.
 TRAINED_PRODUCTS = "trained_products.json"
+#: The learnt word vectors among a version's tensors, and the word of each row.
+WORD_TENSOR = "item_words.weight"
+WORDS = "words.json"
 
 
 @dataclass(frozen=True)
@@ -59,21 +63,30 @@ class ModelManifest:
 @dataclass(frozen=True)
 class VersionItems:
     """What makes a product's indexed point under one version: its item tower over the
-    cached features, plus the product's ID embedding where the version has one, and which
-    products the version was trained on (``trained`` None: never trained; any product not
-    in it is ``new`` to the version)."""
+    cached features, plus the product's ID embedding and its words' learnt vectors where
+    the version has them (``towers/words.py``), and which products the version was trained
+    on (``trained`` None: never trained; any product not in it is ``new`` to the version)."""
 
     version: str
     tower: ItemTower
     ids: dict[str, np.ndarray] | None = None
     trained: frozenset[str] | None = None
+    words: WordTable | None = None
 
-    def vectors(self, product_ids: Sequence[str], content: np.ndarray) -> np.ndarray:
-        """The indexed vectors of ``product_ids`` from their tower vectors ``content``."""
-        if self.ids is None:
+    def vectors(self, product_ids: Sequence[str], content: np.ndarray,
+                words: Sequence[Sequence[str]] | None = None) -> np.ndarray:
+        """The indexed vectors of ``product_ids`` from their tower vectors ``content`` and
+        their ``words`` (``product_words``; needed where the version learnt words)."""
+        if self.ids is None and self.words is None:
             return content
-        zero = np.zeros(content.shape[1], np.float32)
-        return add_ids(content, np.stack([self.ids.get(pid, zero) for pid in product_ids]))
+        ids = None
+        if self.ids is not None:
+            zero = np.zeros(content.shape[1], np.float32)
+            ids = np.stack([self.ids.get(pid, zero) for pid in product_ids])
+        if self.words is not None and words is None:
+            raise ValueError(f"version {self.version} learnt word vectors: the products' "
+                             "words are needed to embed them")
+        return add_terms(content, ids, None if self.words is None else self.words.vectors(words))
 
 
 class Servable(Protocol):
@@ -134,13 +147,15 @@ class ModelRegistry:
         return tower, manifest, extra
 
     def save_products(self, version: str, trained: list[str],
-                      id_rows: list[str] | None = None) -> None:
+                      id_rows: list[str] | None = None, words: list[str] | None = None) -> None:
         """Record the products ``version`` had training events for (every other product is
         ``new`` to it) and, for a version with an ID table (``ID_TENSOR``), the product of
-        each of its rows."""
+        each of its rows; with a word table (``WORD_TENSOR``), the word of each row."""
         (self.root / version / TRAINED_PRODUCTS).write_text(json.dumps(sorted(trained)))
         if id_rows is not None:
             (self.root / version / ID_PRODUCTS).write_text(json.dumps(id_rows))
+        if words is not None:
+            (self.root / version / WORDS).write_text(json.dumps(words, ensure_ascii=False))
 
     def trained_products(self, version: str) -> frozenset[str] | None:
         """The products ``version`` was trained on; None for a version never trained."""
@@ -148,14 +163,18 @@ class ModelRegistry:
         return frozenset(json.loads(path.read_text())) if path.is_file() else None
 
     def items(self, version: str) -> VersionItems:
-        """``version``'s tower, ID table and trained products, as indexing uses them."""
+        """``version``'s tower, ID table, word table and trained products, as indexing
+        uses them."""
         tower, _, extra = self.load(version)
-        ids = None
+        ids = words = None
         if ID_TENSOR in extra:
             order = json.loads((self.root / version / ID_PRODUCTS).read_text())
             table = extra[ID_TENSOR].numpy()
             ids = {pid: table[i] for i, pid in enumerate(order) if table[i].any()}
-        return VersionItems(version, tower, ids, self.trained_products(version))
+        if WORD_TENSOR in extra:
+            words = WordTable(json.loads((self.root / version / WORDS).read_text()),
+                              extra[WORD_TENSOR].numpy())
+        return VersionItems(version, tower, ids, self.trained_products(version), words)
 
     def promote(self, version: str, index: Servable | None = None) -> None:
         """Serve ``version``, whose ``index`` is fully built: the store's served alias

@@ -83,6 +83,9 @@ def train(
     dim: Annotated[int | None, typer.Option("--dim", min=8, help="Embedding size.")] = None,
     id_embeddings: Annotated[bool | None, typer.Option(
         "--id-embeddings/--no-id-embeddings", help="Per-product ID embeddings.")] = None,
+    word_embeddings: Annotated[bool | None, typer.Option(
+        "--word-embeddings/--no-word-embeddings",
+        help="Learnt vectors of the products' words (title, category, brand).")] = None,
     loss: Annotated[str | None, typer.Option(
         "--loss", help="full (softmax over every product), sampled (in-batch + sampled "
                        "negatives with logQ) or auto (sampled on large catalogues; default: "
@@ -112,7 +115,8 @@ def train(
         home = ctx.obj if isinstance(ctx.obj, Path | str) else None
         settings = load_settings(home=home)
         flags = {"user_tower": user_tower, "epochs": epochs, "dim": dim,
-                 "id_embeddings": id_embeddings, "loss": loss, "max_minutes": minutes,
+                 "id_embeddings": id_embeddings, "word_embeddings": word_embeddings,
+                 "loss": loss, "max_minutes": minutes,
                  "search": search}
         train_settings = TrainSettings(**{**settings.train.model_dump(),
                                           **{k: v for k, v in flags.items() if v is not None}})
@@ -170,6 +174,7 @@ def train(
                     "chosen": best.chosen.name, f"valid_recall@{RECALL_K}": best.chosen.recall,
                     "user_tower": chosen_settings.user_tower, "loss": chosen_settings.loss,
                     "id_embeddings": chosen_settings.id_embeddings,
+                    "word_embeddings": result.words is not None,
                     "products_indexed": indexed, "served": switched,
                     **_refit_metrics(result.metrics)})
     if as_json:
@@ -203,7 +208,7 @@ def _weights(metrics: dict[str, Any]) -> str:
 
 def _refit_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in ("best_epoch", "train_seconds", "train_positions",
-                                    "modality_weights") if k in metrics}
+                                    "modality_weights", "words") if k in metrics}
 
 
 def _report(summary: dict[str, Any], as_json: bool, tuned: TuneResult,
@@ -244,7 +249,7 @@ def served_score(ws: Workspace, version: str | None, features: ItemFeatures,
         return 0.0
     items = ws.items(version)
     content = items.tower.embed(features.text, features.image, features.has_image)
-    vectors = torch.from_numpy(items.vectors(features.product_ids, content))
+    vectors = torch.from_numpy(items.vectors(features.product_ids, content, features.words))
     tower = ws.user_tower(version)
     pooling = getattr(tower, "settings", ws.settings.user)  # the version's saved pooling
     module: torch.nn.Module = (tower.module if isinstance(getattr(tower, "module", None),

@@ -18,20 +18,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semrec.catalog import Product
 from semrec.config import UserSettings
 from semrec.state import FeatureCache, ProductTable
 from semrec.towers.user import event_type_weights
+from semrec.towers.words import product_words
 
 
 @dataclass(frozen=True)
 class ItemFeatures:
     """Frozen features, one row per product: ``text`` (n, text_dim); ``image`` (n, image_dim)
-    with ``has_image`` (n,) where any product has an image, else both None."""
+    with ``has_image`` (n,) where any product has an image, else both None; ``words``, each
+    product's words (``towers.words.product_words``) where known, else None."""
 
     product_ids: list[str]
     text: np.ndarray
     image: np.ndarray | None = None
     has_image: np.ndarray | None = None
+    words: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.product_ids)
@@ -144,7 +148,8 @@ def load_home(conn: sqlite3.Connection, image_dim: int
         raise ValueError("no products indexed yet: run `semrec ingest CATALOG` first")
     text, image, has_image = FeatureCache(conn).matrix(
         [r.text_key for r in rows], [r.image_key for r in rows], image_dim)
-    features = ItemFeatures([r.product_id for r in rows], text, image, has_image)
+    words = [product_words(Product.from_payload(r.payload)) for r in rows]
+    features = ItemFeatures([r.product_id for r in rows], text, image, has_image, words)
     index = {r.product_id: i for i, r in enumerate(rows)}
     users: list[int] = []
     items: list[int] = []

@@ -14,21 +14,28 @@ from torch import nn
 
 from semrec.config import UserSettings
 from semrec.towers.item import ItemTower
+from semrec.towers.words import word_rows
 from semrec.training.data import ItemFeatures
 
 
 class ItemEncoder(nn.Module):
-    """Item vectors ``normalise(tower(features_i) + id_i)``, the ID term only where enabled.
+    """Item vectors ``normalise(tower(features_i) + id_i + words_i)``, the ID and word terms
+    only where enabled.
 
     ``id_dropout`` drops the ID term per product and step during training, so the content
     path alone stays a good vector: what a product ingested after training gets. Only
     products in ``seen`` (those with training events) have an ID term at all: a product that
     is only ever a sampled negative would otherwise learn to be far from everyone, which is
     wrong for a product nobody has had the chance to buy yet.
+
+    ``words`` (``towers/words.py``), the vocabulary, adds a learnt vector per word: a
+    product's word term is the sum of its words' vectors over the square root of their
+    count. Words start at zero, like IDs, so the untrained encoder is the content tower.
     """
 
     def __init__(self, tower: ItemTower, features: ItemFeatures, id_embeddings: bool,
-                 id_dropout: float = 0.0, seen: np.ndarray | None = None) -> None:
+                 id_dropout: float = 0.0, seen: np.ndarray | None = None,
+                 words: list[str] | None = None) -> None:
         super().__init__()
         self.tower = tower
         self.register_buffer("text", torch.from_numpy(np.asarray(features.text, np.float32)))
@@ -43,18 +50,39 @@ class ItemEncoder(nn.Module):
         seen_mask = np.ones(len(features), bool) if seen is None else np.asarray(seen, bool)
         self.register_buffer("seen", torch.from_numpy(seen_mask))
         self.id_dropout = id_dropout
+        self.words = None
+        if words:  # row 0 pads: a product's rows are its words' places in ``words`` + 1
+            assert features.words is not None
+            rows = word_rows(features.words, {w: i + 1 for i, w in enumerate(words)})
+            bags = torch.zeros(len(rows), max(1, max(map(len, rows))), dtype=torch.long)
+            for i, r in enumerate(rows):
+                bags[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            self.register_buffer("bags", bags)
+            self.register_buffer("bag_norm", (bags > 0).sum(1, keepdim=True).clamp_min(1)
+                                 .float().sqrt())
+            self.words = nn.EmbeddingBag(len(words) + 1, tower.config.dim, mode="sum",
+                                         padding_idx=0)
+            nn.init.zeros_(self.words.weight)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         image = self.image[index] if self.image is not None else None
         mask = self.has_image[index] if self.has_image is not None else None
-        content = self.tower(self.text[index], image, mask)
-        if self.ids is None:
-            return content
-        ids = self.ids(index) * self.seen[index, None]
-        if self.training and self.id_dropout > 0:
-            keep = torch.rand(len(index), 1, device=ids.device) >= self.id_dropout
-            ids = ids * keep
-        return nn.functional.normalize(content + ids, dim=-1, eps=1e-12)
+        vector = self.tower(self.text[index], image, mask)
+        if self.ids is None and self.words is None:
+            return vector
+        if self.words is not None:
+            vector = vector + self.words(self.bags[index]) / self.bag_norm[index]
+        if self.ids is not None:
+            ids = self.ids(index) * self.seen[index, None]
+            if self.training and self.id_dropout > 0:
+                keep = torch.rand(len(index), 1, device=ids.device) >= self.id_dropout
+                ids = ids * keep
+            vector = vector + ids
+        return nn.functional.normalize(vector, dim=-1, eps=1e-12)
+
+    def word_table(self) -> np.ndarray | None:
+        """The learnt word vectors, one row per vocabulary word (no padding row)."""
+        return None if self.words is None else self.words.weight.detach()[1:].numpy().copy()
 
     @torch.no_grad()
     def all_vectors(self, batch: int = 8192) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from semrec.config import Settings
 from semrec.home import Home, HomeBusy
 from semrec.index import catch_up, write_all
-from semrec.towers.registry import ID_TENSOR, ModelManifest, ModelRegistry
+from semrec.towers.registry import ID_TENSOR, WORD_TENSOR, ModelManifest, ModelRegistry
 from semrec.towers.user import USER_PREFIX
 from semrec.training.trainer import TrainResult
 from semrec.workspace import Workspace
@@ -40,6 +40,8 @@ def save_version(ws: Workspace, result: TrainResult, product_ids: list[str],
                 "half_life": ws.settings.user.half_life}
     if result.id_embeddings is not None:
         extra[ID_TENSOR] = torch.from_numpy(result.id_embeddings).contiguous()
+    if result.words is not None:
+        extra[WORD_TENSOR] = torch.from_numpy(result.words.table).contiguous()
     served = ws.manifest(ws.served_version())
     metrics = {**result.metrics, "train": settings, "epochs": result.epochs}
     if tuning is not None:
@@ -48,7 +50,8 @@ def save_version(ws: Workspace, result: TrainResult, product_ids: list[str],
                               user_tower=user, metrics=metrics, extra_tensors=extra)
     ws.models.save_products(
         manifest.version, [pid for pid, t in zip(product_ids, result.trained, strict=True) if t],
-        product_ids if result.id_embeddings is not None else None)
+        product_ids if result.id_embeddings is not None else None,
+        result.words.words if result.words is not None else None)
     return manifest
 
 

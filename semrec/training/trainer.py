@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from semrec.config import TrainSettings, UserSettings
-from semrec.towers.item import ItemTower, ItemTowerConfig, add_ids
+from semrec.towers.item import ItemTower, ItemTowerConfig, add_terms
 from semrec.towers.sequential import SequentialConfig, SequentialUserTower, user_vectors
+from semrec.towers.words import WordTable, vocabulary
 from semrec.training.data import ItemFeatures, Validation, holdout_last
 from semrec.training.model import ItemEncoder, PoolingUsers, SampledSoftmax
 
@@ -37,8 +38,9 @@ RECALL_K = 10
 @dataclass
 class TrainResult:
     """The trained towers (``user_tower`` None: the parameter-free pooling), each product's
-    ID embedding when trained with them, which products had training events (``trained``,
-    a mask: the others are new to this model) and what happened."""
+    ID embedding and the words' vectors when trained with them, which products had
+    training events (``trained``, a mask: the others are new to this model) and what
+    happened."""
 
     item_tower: ItemTower
     user_tower: SequentialUserTower | None
@@ -46,13 +48,20 @@ class TrainResult:
     trained: np.ndarray
     metrics: dict[str, Any]
     epochs: list[dict[str, float]] = field(default_factory=list)
+    words: WordTable | None = None
 
     def item_vectors(self, features: ItemFeatures) -> np.ndarray:
         """Every product's unit vector, as the index will hold it."""
         vectors = self.item_tower.embed(features.text, features.image, features.has_image)
-        if self.id_embeddings is None:
+        if self.id_embeddings is None and self.words is None:
             return vectors
-        return add_ids(vectors, self.id_embeddings)
+        words = None
+        if self.words is not None:
+            if features.words is None:
+                raise ValueError("this model learnt word vectors: the products' words are "
+                                 "needed to embed them")
+            words = self.words.vectors(features.words)
+        return add_terms(vectors, self.id_embeddings, words)
 
 
 #: ``loss = "auto"`` is the sampled softmax where the full one would score more than this
@@ -145,8 +154,11 @@ class Training:
         popularity = np.bincount(np.concatenate([s[1:] for s in self.examples]), minlength=n)
         self.seen = np.bincount(np.concatenate(self.examples), minlength=n) > 0
         self.settings = settings = resolve_loss(settings, int(self.seen.sum()))
+        words = (vocabulary(features.words, self.seen)
+                 if settings.word_embeddings and features.words is not None else None)
         self.items = ItemEncoder(ItemTower(tower), features, settings.id_embeddings,
-                                 settings.id_dropout, self.seen)
+                                 settings.id_dropout, self.seen, words)
+        self.vocabulary = words or []
         self.users: torch.nn.Module = (
             SequentialUserTower(SequentialConfig(tower.dim, settings.max_len, settings.layers,
                                                  settings.heads, settings.dropout))
@@ -248,8 +260,12 @@ class Training:
         ids = None
         if items.ids is not None:
             ids = (items.ids.weight.detach() * items.seen[:, None]).numpy().copy()
+        table = items.word_table()
+        if table is not None:
+            metrics["words"] = len(self.vocabulary)
         return TrainResult(items.tower, users if isinstance(users, SequentialUserTower) else None,
-                           ids, self.seen.copy(), metrics, list(self.history))
+                           ids, self.seen.copy(), metrics, list(self.history),
+                           None if table is None else WordTable(self.vocabulary, table))
 
 
 def history_window(users: torch.nn.Module) -> int:

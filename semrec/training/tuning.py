@@ -155,7 +155,8 @@ class TuneProgress(Progress):
     def scored(self, result: Scored) -> None: ...
 
 
-def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list[Candidate]:
+def candidates(base: TrainSettings, text_dim: int, repeats: bool = True,
+               words: bool = True) -> list[Candidate]:
     """The search space, in the order tried: the configured ``[train]``, then one idea each,
     those that won or came close on other shops' validation first (docs/training.md).
 
@@ -165,6 +166,7 @@ def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list
     published for SASRec on Amazon data (dim 64, 1 block, 1 head, dropout 0.2, lr 1e-3).
     ``no-repeats`` (only where the events have ``repeats``, a product bought again): no
     training on targets already in the user's history, which feeds leave out anyway.
+    ``no-words`` (only where the products have ``words``): no learnt word vectors.
     """
     ideas = [
         Candidate("configured", {}),
@@ -174,6 +176,7 @@ def candidates(base: TrainSettings, text_dim: int, repeats: bool = True) -> list
         Candidate("content", {"user_tower": "pooling", "id_embeddings": False,
                               "dim": text_dim, "lr": base.lr / 4}),
         Candidate("no-ids", {"id_embeddings": False}),
+        *([Candidate("no-words", {"word_embeddings": False})] if words else []),
         Candidate("slow", {"lr": base.lr / 4}),
         Candidate("regularised", {"weight_decay": 0.1, "dropout": 0.5, "id_dropout": 0.5}),
     ]
@@ -210,7 +213,8 @@ def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
     base = resolve_loss(base, _products_with_events(sequences))
     if space is None:
         space = candidates(base, tower.text_dim, any(len(np.unique(s)) < len(s)
-                                                     for s in sequences))
+                                                     for s in sequences),
+                           features.words is not None)
         space = space if base.search else space[:1]
     with torch_threads(base.threads):
         return _tune(features, sequences, valid, base, tower, untrained, user,
