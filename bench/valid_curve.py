@@ -8,8 +8,8 @@ the batch for a small shop (``tuning.steps_batch``), as ``tuning.tune`` does; th
 ``[train]`` plus the variant's ``key=value`` overrides with ``fit`` and prints each epoch.
 Nothing is read from the test targets. Text features come from an evaluation's data
 directory (``semrec evaluate --workdir W``: the catalog's features cached there; image
-features are not read, so on a catalog with images this is the text-only curve); nothing is
-encoded.
+features are not read, so on a catalog with images this is the text-only curve), the
+products' words from the catalog; nothing is encoded.
 One variant per run, so two runs side by side on two cores time two variants under the same
 load::
 
@@ -31,6 +31,7 @@ from bench._common import begin, finish, train_overrides, write_result
 from semrec.config import TrainSettings, UserSettings
 from semrec.evaluation.splits import load_dataset, make_split
 from semrec.towers import ItemTowerConfig
+from semrec.towers.words import product_words
 from semrec.training import ItemFeatures, Validation, fit, load_home
 from semrec.training.trainer import Progress
 from semrec.training.tuning import hold_out_cold, steps_batch
@@ -64,7 +65,8 @@ def main() -> None:
     cached, _, _ = load_home(conn, image_dim=512)
     where = {pid: i for i, pid in enumerate(cached.product_ids)}
     order = np.array([where[pid] for pid in dataset.product_ids], np.int64)
-    features = ItemFeatures(dataset.product_ids, cached.text[order])
+    features = ItemFeatures(dataset.product_ids, cached.text[order],
+                            words=[product_words(p) for p in dataset.products])
 
     train = split.valid.train
     offsets = train.offsets(split.n_users)

@@ -51,18 +51,25 @@ class ItemEncoder(nn.Module):
         self.register_buffer("seen", torch.from_numpy(seen_mask))
         self.id_dropout = id_dropout
         self.words = None
-        if words:  # row 0 pads: a product's rows are its words' places in ``words`` + 1
-            assert features.words is not None
-            rows = word_rows(features.words, {w: i + 1 for i, w in enumerate(words)})
-            bags = torch.zeros(len(rows), max(1, max(map(len, rows))), dtype=torch.long)
-            for i, r in enumerate(rows):
-                bags[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-            self.register_buffer("bags", bags)
-            self.register_buffer("bag_norm", (bags > 0).sum(1, keepdim=True).clamp_min(1)
-                                 .float().sqrt())
-            self.words = nn.EmbeddingBag(len(words) + 1, tower.config.dim, mode="sum",
-                                         padding_idx=0)
+        if words:  # each product's word rows, flat (CSR): memory follows the words, not the longest title
+            rows = word_rows(features.words or [], {w: i for i, w in enumerate(words)})
+            counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
+            self.register_buffer("word_flat", torch.tensor([w for r in rows for w in r],
+                                                           dtype=torch.int32))
+            self.register_buffer("word_start", torch.cumsum(counts, 0) - counts)
+            self.register_buffer("word_count", counts)
+            self.words = nn.EmbeddingBag(len(words), tower.config.dim, mode="sum")
             nn.init.zeros_(self.words.weight)
+
+    def word_terms(self, index: torch.Tensor) -> torch.Tensor:
+        """Products ``index``'s word terms: their words' vectors summed, over the square
+        root of their count (zero for a product without known words)."""
+        counts = self.word_count[index]
+        bag_starts = torch.cumsum(counts, 0) - counts
+        within = torch.arange(int(counts.sum())) - torch.repeat_interleave(bag_starts, counts)
+        flat = self.word_flat[torch.repeat_interleave(self.word_start[index], counts) + within]
+        summed = self.words(flat.long(), bag_starts)
+        return summed / counts.clamp_min(1).float().sqrt().unsqueeze(1)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         image = self.image[index] if self.image is not None else None
@@ -71,7 +78,7 @@ class ItemEncoder(nn.Module):
         if self.ids is None and self.words is None:
             return vector
         if self.words is not None:
-            vector = vector + self.words(self.bags[index]) / self.bag_norm[index]
+            vector = vector + self.word_terms(index)
         if self.ids is not None:
             ids = self.ids(index) * self.seen[index, None]
             if self.training and self.id_dropout > 0:
@@ -81,8 +88,8 @@ class ItemEncoder(nn.Module):
         return nn.functional.normalize(vector, dim=-1, eps=1e-12)
 
     def word_table(self) -> np.ndarray | None:
-        """The learnt word vectors, one row per vocabulary word (no padding row)."""
-        return None if self.words is None else self.words.weight.detach()[1:].numpy().copy()
+        """The learnt word vectors, one row per vocabulary word."""
+        return None if self.words is None else self.words.weight.detach().numpy().copy()
 
     @torch.no_grad()
     def all_vectors(self, batch: int = 8192) -> torch.Tensor:
