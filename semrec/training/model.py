@@ -51,15 +51,16 @@ class ItemEncoder(nn.Module):
         self.register_buffer("seen", torch.from_numpy(seen_mask))
         self.id_dropout = id_dropout
         self.words = None
-        if words:  # each product's word rows, flat (CSR): memory follows the words, not the longest title
+        if words:  # each product's word rows, flat (CSR): memory follows the words, not titles' length
             rows = word_rows(features.words or [], {w: i for i, w in enumerate(words)})
             counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
             self.register_buffer("word_flat", torch.tensor([w for r in rows for w in r],
                                                            dtype=torch.int32))
             self.register_buffer("word_start", torch.cumsum(counts, 0) - counts)
             self.register_buffer("word_count", counts)
-            self.words = nn.EmbeddingBag(len(words), tower.config.dim, mode="sum")
-            nn.init.zeros_(self.words.weight)
+            # zeros, drawing nothing from the seeded generator: the rest starts as without words
+            self.words = nn.EmbeddingBag(len(words), tower.config.dim, mode="sum",
+                                         _weight=torch.zeros(len(words), tower.config.dim))
 
     def word_terms(self, index: torch.Tensor) -> torch.Tensor:
         """Products ``index``'s word terms: their words' vectors summed, over the square
