@@ -10,8 +10,9 @@ Nothing is read from the test targets. Text features come from an evaluation's d
 directory (``semrec evaluate --workdir W``: the catalog's features cached there; image
 features are not read, so on a catalog with images this is the text-only curve), the
 products' words from the catalog; nothing is encoded.
-One variant per run, so two runs side by side on two cores time two variants under the same
-load::
+Then the best epoch's warm / cold / all validation recall at a range of new-product boosts
+(``boost_frontier``). One variant per run, so two runs side by side on two cores time two
+variants under the same load::
 
     python -m bench.valid_curve --dataset ../shared/datasets/amazon-games --workdir W loss=full
     python -m bench.valid_curve --dataset ../shared/datasets/amazon-games --workdir W loss=sampled
@@ -26,14 +27,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bench._common import begin, finish, train_overrides, write_result
 from semrec.config import TrainSettings, UserSettings
 from semrec.evaluation.splits import load_dataset, make_split
 from semrec.towers import ItemTowerConfig
+from semrec.towers.sequential import user_vectors
 from semrec.towers.words import product_words
-from semrec.training import ItemFeatures, Validation, fit, load_home
-from semrec.training.trainer import Progress
+from semrec.training import ItemFeatures, Validation, load_home
+from semrec.training.trainer import Progress, Training, history_window, torch_threads, valid_ranks
 from semrec.training.tuning import hold_out_cold, steps_batch
 
 
@@ -44,6 +47,27 @@ class Epochs(Progress):
     def end(self, epoch: int, metrics: dict[str, float]) -> None:
         self.rows.append({**metrics, "wall": round(time.perf_counter() - self.started, 1)})
         print(json.dumps(self.rows[-1]), flush=True)
+
+
+#: The boosts (cosine units) of the frontier: negative ones too, to see the whole curve.
+FRONTIER = tuple(round(float(b), 3) + 0.0 for b in np.arange(-0.1, 0.201, 0.025))  # no -0.0
+
+
+def boost_frontier(run: Training, valid: Validation, held: np.ndarray) -> list[dict]:
+    """The best epoch's validation recall@10 of warm users, cold users (their target held
+    out of training) and all, with each boost in ``FRONTIER`` added to the products without
+    training events: the trade-off the search's boost is chosen on."""
+    vectors = run.items.all_vectors()
+    users = user_vectors(run.users, vectors, valid.histories, history_window(run.users),
+                         weights=valid.weights)
+    hits = valid_ranks(vectors, users, valid, torch.from_numpy(~run.seen), FRONTIER) < 10
+    cold = held[valid.targets]
+    rows = [{"boost": b, "warm": round(float(h[~cold].mean()), 4),
+             "cold": round(float(h[cold].mean()), 4) if cold.any() else None,
+             "all": round(float(h.mean()), 4)} for b, h in zip(FRONTIER, hits, strict=True)]
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -79,11 +103,16 @@ def main() -> None:
     tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=512, dim=settings.dim,
                             seed=settings.seed)
     epochs = Epochs()
-    result = fit(features, sequences, settings, tower, UserSettings(), valid=valid,
-                 progress=epochs)
+    with torch_threads(settings.threads):  # fit's loop, keeping the run for the frontier
+        run = Training(features, sequences, settings, tower, UserSettings(), valid, epochs)
+        while not run.done and run.seconds < settings.max_minutes * 60:
+            run.epoch()
+        result = run.result()
+        frontier = boost_frontier(run, valid, held)
     body = {"dataset": str(args.dataset), "split": args.split, "cold_items": args.cold_items,
             "variant": overrides, "held_out_products": int(held.sum()),
-            "valid_users": len(valid), "epochs": epochs.rows, "metrics": result.metrics}
+            "valid_users": len(valid), "epochs": epochs.rows, "metrics": result.metrics,
+            "boost_frontier": frontier}
     print(json.dumps(result.metrics), flush=True)
     write_result("valid_curve", finish(head, body))
 

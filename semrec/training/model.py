@@ -51,7 +51,7 @@ class ItemEncoder(nn.Module):
         self.register_buffer("seen", torch.from_numpy(seen_mask))
         self.id_dropout = id_dropout
         self.words = None
-        if words:  # each product's word rows, flat (CSR): memory follows the words, not titles' length
+        if words:  # each product's word rows, flat (CSR): memory by words, not by title length
             rows = word_rows(features.words or [], {w: i for i, w in enumerate(words)})
             counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
             self.register_buffer("word_flat", torch.tensor([w for r in rows for w in r],
