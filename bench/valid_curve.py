@@ -5,11 +5,11 @@ Splits the dataset as ``semrec evaluate`` does (``--split``, ``--cold-items``), 
 validation phase's training events, holds out the search's cold products
 (``tuning.hold_out_cold``), samples ``[train] valid_users`` validation users and shrinks
 the batch for a small shop (``tuning.steps_batch``), as ``tuning.tune`` does; then trains
-``[train]`` plus the variant's ``key=value`` overrides with ``fit`` and prints each epoch.
-Nothing is read from the test targets. Text features come from an evaluation's data
+``[train]`` plus the variant's ``key=value`` overrides with ``fit``'s loop and prints each
+epoch. Nothing is read from the test targets. Text features come from an evaluation's data
 directory (``semrec evaluate --workdir W``: the catalog's features cached there; image
-features are not read, so on a catalog with images this is the text-only curve), the
-products' words from the catalog; nothing is encoded.
+features are not read, so on a catalog with images this is the text-only curve) with the
+products' words read there too; nothing is encoded.
 Then the best epoch's warm / cold / all validation recall at a range of new-product boosts
 (``boost_frontier``). One variant per run, so two runs side by side on two cores time two
 variants under the same load::
@@ -34,7 +34,6 @@ from semrec.config import TrainSettings, UserSettings
 from semrec.evaluation.splits import load_dataset, make_split
 from semrec.towers import ItemTowerConfig
 from semrec.towers.sequential import user_vectors
-from semrec.towers.words import product_words
 from semrec.training import ItemFeatures, Validation, load_home
 from semrec.training.trainer import Progress, Training, history_window, torch_threads, valid_ranks
 from semrec.training.tuning import hold_out_cold, steps_batch
@@ -89,8 +88,8 @@ def main() -> None:
     cached, _, _ = load_home(conn, image_dim=512)
     where = {pid: i for i, pid in enumerate(cached.product_ids)}
     order = np.array([where[pid] for pid in dataset.product_ids], np.int64)
-    features = ItemFeatures(dataset.product_ids, cached.text[order],
-                            words=[product_words(p) for p in dataset.products])
+    words = None if cached.words is None else [cached.words[i] for i in order]
+    features = ItemFeatures(dataset.product_ids, cached.text[order], words=words)
 
     train = split.valid.train
     offsets = train.offsets(split.n_users)

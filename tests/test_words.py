@@ -36,5 +36,7 @@ def test_word_term_is_the_sum_over_the_root_of_the_known_words() -> None:
     table = WordTable(["a", "b"], np.array([[1.0, 0.0], [0.0, 2.0]], np.float32))
     out = table.vectors([["a", "b", "unknown"], ["unknown"], ["b"]])
     np.testing.assert_allclose(out, [[1 / np.sqrt(2), 2 / np.sqrt(2)], [0, 0], [0, 2]])
+    with pytest.raises(ValueError, match="the products' words are needed"):
+        table.vectors(None)
     with pytest.raises(ValueError, match="2 words for 1 word vectors"):
         WordTable(["a", "b"], np.zeros((1, 2), np.float32))

@@ -44,7 +44,6 @@ from semrec.evaluation.splits import Interactions
 from semrec.index import write_all
 from semrec.store import read_vectors
 from semrec.towers.user import event_type_weights
-from semrec.towers.words import product_words
 from semrec.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -85,7 +84,7 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
             ctx.dataset.product_ids, cached.text[order],
             cached.image[order] if cached.image is not None else None,
             cached.has_image[order] if cached.has_image is not None else None,
-            [product_words(p) for p in ctx.dataset.products])
+            None if cached.words is None else [cached.words[i] for i in order])
         kinds = ctx.dataset.event_kinds
         valid_seqs = _sequences(split.valid.train, split.n_users)
         valid_weights = _weights(split.valid.train, split.n_users, kinds, settings.user)

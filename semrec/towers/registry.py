@@ -83,9 +83,6 @@ class VersionItems:
         if self.ids is not None:
             zero = np.zeros(content.shape[1], np.float32)
             ids = np.stack([self.ids.get(pid, zero) for pid in product_ids])
-        if self.words is not None and words is None:
-            raise ValueError(f"version {self.version} learnt word vectors: the products' "
-                             "words are needed to embed them")
         return add_terms(content, ids, None if self.words is None else self.words.vectors(words))
 
 

@@ -85,11 +85,19 @@ class WordTable:
     def rows(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.words)}
 
-    def vectors(self, words: Sequence[Sequence[str]]) -> np.ndarray:
+    def vectors(self, words: Sequence[Sequence[str]] | None) -> np.ndarray:
         """Each product's word term, float32 (n, dim): the sum of its known words' vectors
-        over the square root of their count; zero for a product with none."""
-        out = np.zeros((len(words), self.table.shape[1]), np.float32)
-        for i, rows in enumerate(word_rows(words, self.rows)):
-            if rows:
-                out[i] = self.table[rows].sum(0) / np.sqrt(len(rows))
+        over the square root of their count; zero for a product with none. ``words`` None
+        (a caller that does not know the products' words) is an error."""
+        if words is None:
+            raise ValueError("these vectors include learnt word vectors: the products' words "
+                             "are needed to embed them")
+        rows = word_rows(words, self.rows)
+        counts = np.array([len(r) for r in rows], np.int64)
+        out = np.zeros((len(rows), self.table.shape[1]), np.float32)
+        has = counts > 0
+        if has.any():  # one pass over every product's rows, summed per product
+            flat = self.table[np.concatenate([r for r in rows if r])]
+            starts = (np.cumsum(counts) - counts)[has]
+            out[has] = np.add.reduceat(flat, starts, axis=0) / np.sqrt(counts[has])[:, None]
         return out

@@ -14,7 +14,7 @@ from torch import nn
 
 from semrec.config import UserSettings
 from semrec.towers.item import ItemTower
-from semrec.towers.words import word_rows
+from semrec.towers.words import WordTable, word_rows
 from semrec.training.data import ItemFeatures
 
 
@@ -50,9 +50,10 @@ class ItemEncoder(nn.Module):
         seen_mask = np.ones(len(features), bool) if seen is None else np.asarray(seen, bool)
         self.register_buffer("seen", torch.from_numpy(seen_mask))
         self.id_dropout = id_dropout
-        self.words = None
+        self.words, self.vocabulary = None, list(words or [])
         if words:  # each product's word rows, flat (CSR): memory by words, not by title length
-            rows = word_rows(features.words or [], {w: i for i, w in enumerate(words)})
+            assert features.words is not None, "a vocabulary needs the products' words"
+            rows = word_rows(features.words, {w: i for i, w in enumerate(words)})
             counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
             self.register_buffer("word_flat", torch.tensor([w for r in rows for w in r],
                                                            dtype=torch.int32))
@@ -88,9 +89,11 @@ class ItemEncoder(nn.Module):
             vector = vector + ids
         return nn.functional.normalize(vector, dim=-1, eps=1e-12)
 
-    def word_table(self) -> np.ndarray | None:
-        """The learnt word vectors, one row per vocabulary word."""
-        return None if self.words is None else self.words.weight.detach().numpy().copy()
+    def word_table(self) -> WordTable | None:
+        """The learnt word vectors, one row per vocabulary word (None without words)."""
+        if self.words is None:
+            return None
+        return WordTable(self.vocabulary, self.words.weight.detach().numpy().copy())
 
     @torch.no_grad()
     def all_vectors(self, batch: int = 8192) -> torch.Tensor:

@@ -55,12 +55,7 @@ class TrainResult:
         vectors = self.item_tower.embed(features.text, features.image, features.has_image)
         if self.id_embeddings is None and self.words is None:
             return vectors
-        words = None
-        if self.words is not None:
-            if features.words is None:
-                raise ValueError("this model learnt word vectors: the products' words are "
-                                 "needed to embed them")
-            words = self.words.vectors(features.words)
+        words = None if self.words is None else self.words.vectors(features.words)
         return add_terms(vectors, self.id_embeddings, words)
 
 
@@ -158,7 +153,6 @@ class Training:
                  if settings.word_embeddings and features.words is not None else None)
         self.items = ItemEncoder(ItemTower(tower), features, settings.id_embeddings,
                                  settings.id_dropout, self.seen, words)
-        self.vocabulary = words or []
         self.users: torch.nn.Module = (
             SequentialUserTower(SequentialConfig(tower.dim, settings.max_len, settings.layers,
                                                  settings.heads, settings.dropout))
@@ -260,12 +254,11 @@ class Training:
         ids = None
         if items.ids is not None:
             ids = (items.ids.weight.detach() * items.seen[:, None]).numpy().copy()
-        table = items.word_table()
-        if table is not None:
-            metrics["words"] = len(self.vocabulary)
+        words = items.word_table()
+        if words is not None:
+            metrics["words"] = len(words.words)
         return TrainResult(items.tower, users if isinstance(users, SequentialUserTower) else None,
-                           ids, self.seen.copy(), metrics, list(self.history),
-                           None if table is None else WordTable(self.vocabulary, table))
+                           ids, self.seen.copy(), metrics, list(self.history), words)
 
 
 def history_window(users: torch.nn.Module) -> int:
