@@ -160,6 +160,9 @@ class TrainSettings(_Section):
     image count, learnt in log space from the configured ``[tower]`` weights; 0 keeps those
     fixed); its own, since two scalars at the heads' ``lr`` would hardly move in the few
     hundred steps a small shop trains (docs/images.md).
+    ``lr_decay`` anneals the learning rate: epoch ``e`` trains at ``lr * lr_decay ** (e - 1)``
+    (1: constant). A schedule by epoch number, so the refit, which trains the epochs the
+    search chose, replays it exactly; 0.7 was chosen on validation (docs/training.md).
     ``threads`` caps torch's CPU threads (0: torch's default). The default is 1: on this
     project's shared 2-core machine two threads spin against other jobs and ran an epoch
     7 to 12 times slower than one (hm-fashion, docs/training.md).
@@ -169,6 +172,7 @@ class TrainSettings(_Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(512, ge=2)
     lr: float = Field(2e-3, gt=0)
+    lr_decay: float = Field(0.7, gt=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     negatives: int = Field(3000, ge=0)
     temperature: float = Field(0.07, gt=0)

@@ -176,6 +176,8 @@ class Training:
             groups.append({"params": [fusion], "lr": settings.fusion_lr, "weight_decay": 0.0})
         self.optimiser = torch.optim.AdamW(groups, lr=settings.lr,
                                            weight_decay=settings.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimiser,
+                                                               settings.lr_decay)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"recall": -1.0, "epoch": 0, "boost": 0.0, "state": None}
         self.seconds = 0.0
@@ -213,6 +215,7 @@ class Training:
                          self.settings.repeats)
             losses.append(loss)
             self.progress.step(loss)
+        self.schedule.step()
         recall, boost, hits = self.score() if len(self.valid) else (0.0, 0.0, None)
         self.seconds += time.perf_counter() - started
         row = {"epoch": number, "loss": float(np.nanmean(losses)) if losses else 0.0,
