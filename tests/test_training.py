@@ -32,6 +32,7 @@ from semrec.training.cli import served_score
 from semrec.training.data import event_weights
 from semrec.training.model import PoolingUsers, SampledSoftmax
 from semrec.training.reindex import build_version, save_version, serve_version
+from semrec.training.trainer import Training
 from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
 
@@ -103,6 +104,30 @@ def test_training_is_deterministic_for_a_seed() -> None:
     assert a.metrics["valid_recall@10"] == b.metrics["valid_recall@10"]
 
 
+def test_learning_rate_anneals_by_epoch_number() -> None:
+    """Epoch ``e`` trains at ``lr * lr_decay ** (e - 1)``, every parameter group (the fusion
+    weights' too): a schedule by epoch number alone, which a refit of the same epochs
+    replays. A vanishing decay leaves the model as its first epoch made it."""
+    features, sequences = cycle_data(n_users=200)
+    settings = TrainSettings(dim=16, epochs=3, batch_size=64, negatives=16, max_len=10,
+                             layers=1, lr=0.01, lr_decay=0.5, threads=1)
+    tower = ItemTowerConfig(text_dim=FEATURE_DIM, image_dim=8, dim=16)
+    run = Training(features, sequences, settings, tower, UserSettings())
+    rates = []
+    for _ in range(3):
+        rates.append([group["lr"] for group in run.optimiser.param_groups])
+        run.epoch()
+    assert rates == [[0.01], [0.005], [0.0025]]
+
+    frozen = Training(features, sequences, settings.model_copy(update={"lr_decay": 1e-9}),
+                      tower, UserSettings())
+    frozen.epoch()
+    after_one = frozen.items.all_vectors().clone()
+    frozen.epoch()
+    assert torch.allclose(frozen.items.all_vectors(), after_one, atol=1e-6)
+    assert not torch.allclose(run.items.all_vectors(), after_one, atol=1e-3)
+
+
 def test_unseen_products_keep_their_content_vector() -> None:
     """ID embeddings start at zero and a product absent from training never moves: a cold
     product is exactly its content vector, so it is ranked at once."""
@@ -140,7 +165,8 @@ def test_learnt_words_reach_products_the_model_never_saw() -> None:
     for words in (True, False):
         settings = TrainSettings(dim=16, epochs=12, batch_size=64, negatives=16, lr=5e-3,
                                  temperature=0.1, max_len=10, layers=1, dropout=0.1,
-                                 patience=12, word_embeddings=words, threads=1)
+                                 patience=12, word_embeddings=words, threads=1,
+                                 lr_decay=1.0)  # 12 epochs from zero: the full rate
         result = fit(features, train, settings, tower, UserSettings(), valid=valid)
         recall[words] = result.metrics["valid_recall@10"]
         assert (result.words is not None) == words
