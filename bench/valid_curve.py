@@ -24,6 +24,7 @@ import argparse
 import json
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from semrec.config import TrainSettings, UserSettings
 from semrec.evaluation.splits import load_dataset, make_split
 from semrec.towers import ItemTowerConfig
 from semrec.towers.sequential import user_vectors
-from semrec.training import ItemFeatures, Validation, load_home
+from semrec.training import Validation, load_home
 from semrec.training.trainer import Progress, Training, history_window, torch_threads, valid_ranks
 from semrec.training.tuning import hold_out_cold, steps_batch
 
@@ -88,8 +89,7 @@ def main() -> None:
     cached, _, _ = load_home(conn, image_dim=512)
     where = {pid: i for i, pid in enumerate(cached.product_ids)}
     order = np.array([where[pid] for pid in dataset.product_ids], np.int64)
-    words = None if cached.words is None else [cached.words[i] for i in order]
-    features = ItemFeatures(dataset.product_ids, cached.text[order], words=words)
+    features = replace(cached.take(order), image=None, has_image=None)  # the text-only curve
 
     train = split.valid.train
     offsets = train.offsets(split.n_users)
@@ -102,11 +102,9 @@ def main() -> None:
     tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=512, dim=settings.dim,
                             seed=settings.seed)
     epochs = Epochs()
-    with torch_threads(settings.threads):  # fit's loop, keeping the run for the frontier
+    with torch_threads(settings.threads):  # fit, keeping the run for the frontier
         run = Training(features, sequences, settings, tower, UserSettings(), valid, epochs)
-        while not run.done and run.seconds < settings.max_minutes * 60:
-            run.epoch()
-        result = run.result()
+        result = run.to_end()
         frontier = boost_frontier(run, valid, held)
     body = {"dataset": str(args.dataset), "split": args.split, "cold_items": args.cold_items,
             "variant": overrides, "held_out_products": int(held.sum()),

@@ -68,7 +68,7 @@ def _weights(train: Interactions, n_users: int, event_kinds: tuple[str, ...],
 
 def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
     from semrec.towers import ItemTowerConfig
-    from semrec.training import ItemFeatures, Validation, load_home
+    from semrec.training import Validation, load_home
     from semrec.training.reindex import save_version
     from semrec.training.tuning import refit, tune
 
@@ -80,11 +80,7 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
         cached, _, _ = load_home(ws.conn, image_dim)
         where = {pid: i for i, pid in enumerate(cached.product_ids)}
         order = np.array([where[pid] for pid in ctx.dataset.product_ids], np.int64)
-        features = ItemFeatures(
-            ctx.dataset.product_ids, cached.text[order],
-            cached.image[order] if cached.image is not None else None,
-            cached.has_image[order] if cached.has_image is not None else None,
-            None if cached.words is None else [cached.words[i] for i in order])
+        features = cached.take(order)
         kinds = ctx.dataset.event_kinds
         valid_seqs = _sequences(split.valid.train, split.n_users)
         valid_weights = _weights(split.valid.train, split.n_users, kinds, settings.user)

@@ -40,6 +40,14 @@ class ItemFeatures:
     def __len__(self) -> int:
         return len(self.product_ids)
 
+    def take(self, rows: np.ndarray) -> ItemFeatures:
+        """These features' ``rows``, in that order (every field)."""
+        return ItemFeatures(
+            [self.product_ids[i] for i in rows], self.text[rows],
+            None if self.image is None else self.image[rows],
+            None if self.has_image is None else self.has_image[rows],
+            None if self.words is None else [self.words[i] for i in rows])
+
 
 @dataclass(frozen=True)
 class Validation:

@@ -93,11 +93,8 @@ def fit(features: ItemFeatures, sequences: list[np.ndarray], settings: TrainSett
     is held out for validation and not trained on. With an empty ``valid`` (a refit),
     exactly ``settings.epochs`` epochs run and the last is kept."""
     with torch_threads(settings.threads):
-        run = Training(features, sequences, settings, tower, user, valid, progress,
-                       weights=weights)
-        while not run.done and run.seconds < settings.max_minutes * 60:
-            run.epoch()
-        return run.result()
+        return Training(features, sequences, settings, tower, user, valid, progress,
+                        weights=weights).to_end()
 
 
 class torch_threads:  # noqa: N801 (a context manager, used like a function)
@@ -234,6 +231,12 @@ class Training:
                 or number - self.best["epoch"] >= self.settings.patience):
             self.done = True
         return row
+
+    def to_end(self) -> TrainResult:
+        """Epochs until ``done`` or the time budget (``max_minutes``), then ``result``."""
+        while not self.done and self.seconds < self.settings.max_minutes * 60:
+            self.epoch()
+        return self.result()
 
     def result(self) -> TrainResult:
         """The best epoch's towers (the last epoch's without validation users)."""
