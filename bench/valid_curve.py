@@ -87,9 +87,8 @@ def main() -> None:
     split = make_split(dataset, args.split, cold_fraction=args.cold_items)
     conn = sqlite3.connect(f"file:{args.workdir / 'semrec.db'}?mode=ro", uri=True)
     cached, _, _ = load_home(conn, image_dim=512)
-    where = {pid: i for i, pid in enumerate(cached.product_ids)}
-    order = np.array([where[pid] for pid in dataset.product_ids], np.int64)
-    features = replace(cached.take(order), image=None, has_image=None)  # the text-only curve
+    features = replace(cached.select(dataset.product_ids), image=None,
+                       has_image=None)  # the text-only curve
 
     train = split.valid.train
     offsets = train.offsets(split.n_users)

@@ -78,9 +78,7 @@ def run_semrec_trained(ctx: EvalContext) -> list[Fitted]:
     with Workspace(settings, role="evaluate") as ws:
         image_dim = ws.items(ws.served_version()).tower.config.image_dim
         cached, _, _ = load_home(ws.conn, image_dim)
-        where = {pid: i for i, pid in enumerate(cached.product_ids)}
-        order = np.array([where[pid] for pid in ctx.dataset.product_ids], np.int64)
-        features = cached.take(order)
+        features = cached.select(ctx.dataset.product_ids)
         kinds = ctx.dataset.event_kinds
         valid_seqs = _sequences(split.valid.train, split.n_users)
         valid_weights = _weights(split.valid.train, split.n_users, kinds, settings.user)

@@ -14,6 +14,7 @@ sequences; ``None`` where a caller has no types means every event weighs the sam
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,10 +41,13 @@ class ItemFeatures:
     def __len__(self) -> int:
         return len(self.product_ids)
 
-    def take(self, rows: np.ndarray) -> ItemFeatures:
-        """These features' ``rows``, in that order (every field)."""
+    def select(self, product_ids: Sequence[str]) -> ItemFeatures:
+        """The features of ``product_ids``, in that order (every field); a ``KeyError`` names
+        an ID these features do not hold."""
+        where = {pid: i for i, pid in enumerate(self.product_ids)}
+        rows = np.array([where[pid] for pid in product_ids], np.int64)
         return ItemFeatures(
-            [self.product_ids[i] for i in rows], self.text[rows],
+            list(product_ids), self.text[rows],
             None if self.image is None else self.image[rows],
             None if self.has_image is None else self.has_image[rows],
             None if self.words is None else [self.words[i] for i in rows])
