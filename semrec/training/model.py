@@ -167,9 +167,10 @@ class SampledSoftmax:
     def loss(self, users: torch.Tensor, candidates: torch.Tensor, items: torch.Tensor,
              labels: torch.Tensor, positions: int) -> torch.Tensor:
         """``users`` (P, d), candidate vectors ``items`` (M, d) of products ``candidates``."""
-        logits = users @ items.T / self.temperature
-        if self.logq:
-            expected = positions * self.prob[candidates] + self.negatives / self.n_items
-            logits = logits - torch.log(expected.clamp_min(1e-12))
+        users = users / self.temperature  # (P, d), not the (P, M) logits: fewer operations
+        if not self.logq:
+            return nn.functional.cross_entropy(users @ items.T, labels)
+        expected = positions * self.prob[candidates] + self.negatives / self.n_items
+        logits = torch.addmm(-torch.log(expected.clamp_min(1e-12)), users, items.T)
         return nn.functional.cross_entropy(logits, labels)
 

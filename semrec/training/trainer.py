@@ -333,19 +333,29 @@ def valid_ranks(items: torch.Tensor, users: torch.Tensor, valid: Validation,
                 batch: int = 1024) -> np.ndarray:
     """Each validation target's 0-based full rank (history excluded, ties against the
     target) among ``items`` (n, d) for users ``users`` (len(valid), d), once per boost:
-    ``boosts[b]`` added to every product in the mask ``new``. Shape (len(boosts), users)."""
+    ``boosts[b]`` added to every product in the mask ``new``. Shape (len(boosts), users).
+
+    One comparison of the whole catalogue serves every boost: a boost lifts all new
+    products, the target too when it is one, so it moves only the count of the other
+    group (the new products above a trained target, the trained products above a new one).
+    """
     out = np.zeros((len(boosts), len(valid)), np.int64)
-    lift = new.float() if new is not None else torch.zeros(len(items))
+    new = torch.zeros(len(items), dtype=torch.bool) if new is None else new.bool()
     for start in range(0, len(valid), batch):
         scores = users[start:start + batch] @ items.T
-        rows = torch.arange(len(scores))
         for i, h in enumerate(valid.histories[start:start + batch]):
             scores[i, torch.from_numpy(np.asarray(h, np.int64))] = -torch.inf
         targets = torch.from_numpy(valid.targets[start:start + batch])
+        target = scores[torch.arange(len(scores)), targets][:, None]
+        trained, fresh = scores[:, ~new], scores[:, new]
+        above_trained, above_new = (trained >= target).sum(1), (fresh >= target).sum(1)
+        cold = new[targets]
         for b, boost in enumerate(boosts):
-            lifted = scores + boost * lift if boost else scores
-            target = lifted[rows, targets]
-            out[b, start:start + len(scores)] = ((lifted >= target[:, None]).sum(1) - 1).numpy()
+            n_trained, n_new = above_trained.clone(), above_new.clone()
+            if boost:
+                n_new[~cold] = (fresh[~cold] + boost >= target[~cold]).sum(1)
+                n_trained[cold] = (trained[cold] >= target[cold] + boost).sum(1)
+            out[b, start:start + len(scores)] = (n_trained + n_new - 1).numpy()
     return out
 
 
