@@ -337,7 +337,8 @@ def valid_ranks(items: torch.Tensor, users: torch.Tensor, valid: Validation,
 
     One comparison of the whole catalogue serves every boost: a boost lifts all new
     products, the target too when it is one, so it moves only the count of the other
-    group (the new products above a trained target, the trained products above a new one).
+    group (the new products above a trained target, the trained products above a new one),
+    which is recounted on the new products' columns and the new targets' rows alone.
     """
     out = np.zeros((len(boosts), len(valid)), np.int64)
     new = torch.zeros(len(items), dtype=torch.bool) if new is None else new.bool()
@@ -347,15 +348,17 @@ def valid_ranks(items: torch.Tensor, users: torch.Tensor, valid: Validation,
             scores[i, torch.from_numpy(np.asarray(h, np.int64))] = -torch.inf
         targets = torch.from_numpy(valid.targets[start:start + batch])
         target = scores[torch.arange(len(scores)), targets][:, None]
-        trained, fresh = scores[:, ~new], scores[:, new]
-        above_trained, above_new = (trained >= target).sum(1), (fresh >= target).sum(1)
-        cold = new[targets]
+        unboosted = (scores >= target).sum(1) - 1
+        fresh, cold = scores[:, new], new[targets]  # the new products' columns; new targets
+        fresh_above = (fresh >= target).sum(1)
         for b, boost in enumerate(boosts):
-            n_trained, n_new = above_trained.clone(), above_new.clone()
+            rank = unboosted.clone()
             if boost:
-                n_new[~cold] = (fresh[~cold] + boost >= target[~cold]).sum(1)
-                n_trained[cold] = (trained[cold] >= target[cold] + boost).sum(1)
-            out[b, start:start + len(scores)] = (n_trained + n_new - 1).numpy()
+                rank[~cold] += (fresh[~cold] + boost >= target[~cold]).sum(1) - fresh_above[~cold]
+                lifted = target[cold] + boost
+                trained_above = (scores[cold] >= lifted).sum(1) - (fresh[cold] >= lifted).sum(1)
+                rank[cold] = trained_above + fresh_above[cold] - 1
+            out[b, start:start + len(scores)] = rank.numpy()
     return out
 
 
