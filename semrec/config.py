@@ -163,6 +163,9 @@ class TrainSettings(_Section):
     ``lr_decay`` anneals the learning rate: epoch ``e`` trains at ``lr * lr_decay ** (e - 1)``
     (1: constant). A schedule by epoch number, so the refit, which trains the epochs the
     search chose, replays it exactly; 0.7 was chosen on validation (docs/training.md).
+    ``average_epochs`` is the horizon, in epochs, of the moving average of the weights that
+    every epoch is scored, kept and refit with (``trainer.WeightAverage``; 0: the last
+    step's weights): it keeps the refit's model out of the swings of an epoch's last batches.
     ``threads`` caps torch's CPU threads (0: torch's default). The default is 1: on this
     project's shared 2-core machine two threads spin against other jobs and ran an epoch
     7 to 12 times slower than one (hm-fashion, docs/training.md).
@@ -173,6 +176,7 @@ class TrainSettings(_Section):
     batch_size: int = Field(512, ge=2)
     lr: float = Field(2e-3, gt=0)
     lr_decay: float = Field(0.7, gt=0, le=1)
+    average_epochs: float = Field(1.0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     negatives: int = Field(3000, ge=0)
     temperature: float = Field(0.07, gt=0)

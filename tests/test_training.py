@@ -32,7 +32,7 @@ from semrec.training.cli import served_score
 from semrec.training.data import event_weights
 from semrec.training.model import PoolingUsers, SampledSoftmax
 from semrec.training.reindex import build_version, save_version, serve_version
-from semrec.training.trainer import Training
+from semrec.training.trainer import Training, WeightAverage
 from semrec.workspace import Workspace
 from tests.conftest import FIXTURES, write_config
 
@@ -127,6 +127,69 @@ def test_learning_rate_anneals_by_epoch_number() -> None:
     frozen.epoch()
     assert not torch.allclose(after_one, before, atol=1e-3)  # the first epoch trains
     assert torch.allclose(frozen.items.all_vectors(), after_one, atol=1e-6)
+
+
+def test_weight_average_is_an_exponential_average_of_the_steps() -> None:
+    """Horizon 2 epochs of 2 steps: decay 0.75, reached from the warm-up's (1 + n) / (10 + n)
+    at n = 26. From 0, a step to 11 averages to (1 - 2/11) * 11 = 9 (n = 1); at n = 30 the
+    decay is 0.75: a step to 13 from an average of 9 gives 0.75 * 9 + 0.25 * 13 = 10.
+    ``applied`` swaps the average in for its block only, ``load`` for good."""
+    param = torch.nn.Parameter(torch.zeros(2))
+    average = WeightAverage([param], epochs=2.0, steps=2)
+    with torch.no_grad():
+        param.fill_(11.0)
+    average.update()
+    assert torch.allclose(average.average[0], torch.full((2,), 9.0))
+    with torch.no_grad():
+        param.fill_(9.0)
+    for _ in range(28):  # the average stays at 9; n reaches 29
+        average.update()
+    with torch.no_grad():
+        param.fill_(13.0)
+    average.update()
+    assert torch.allclose(average.average[0], torch.full((2,), 10.0))
+    with average.applied():
+        assert torch.allclose(param, torch.full((2,), 10.0))
+    assert param.tolist() == [13.0, 13.0]
+    average.load()
+    assert torch.allclose(param, torch.full((2,), 10.0))
+
+
+def test_training_scores_keeps_and_refits_the_averaged_weights() -> None:
+    """With ``average_epochs`` the epoch is scored and kept with the moving average, not the
+    last step's weights, and a refit (empty validation) returns its last epoch's average;
+    with 0, the last step's weights, as before."""
+    features, sequences = cycle_data(n_users=200)
+    settings = TrainSettings(dim=16, epochs=2, batch_size=64, negatives=16, max_len=10,
+                             layers=1, lr=0.01, threads=1)
+    tower = ItemTowerConfig(text_dim=FEATURE_DIM, image_dim=8, dim=16)
+    empty = Validation([], np.zeros(0, np.int64))
+    runs = {}
+    for horizon in (0.0, 1.0):
+        run = Training(features, sequences, settings.model_copy(
+            update={"average_epochs": horizon}), tower, UserSettings(), valid=empty)
+        run.epoch()
+        run.epoch()
+        live = run.items.all_vectors().clone()
+        runs[horizon] = (run, live, run.result().item_vectors(features))
+    plain, plain_live, plain_result = runs[0.0]
+    averaged, averaged_live, averaged_result = runs[1.0]
+    assert plain.average is None and np.allclose(plain_result, plain_live.numpy(), atol=1e-6)
+    assert np.allclose(averaged_live.numpy(), plain_live.numpy(), atol=1e-6)  # same steps
+    assert not np.allclose(averaged_result, averaged_live.numpy(), atol=1e-3)
+    expected = [a.clone() for a in averaged.average.average]
+    assert all(torch.equal(p, a) for p, a in zip(averaged.average.params, expected,
+                                                   strict=True))
+
+    features, sequences = cycle_data(n_users=200)  # with validation: the kept state
+    run = Training(features, sequences, settings.model_copy(update={"epochs": 1}), tower,
+                   UserSettings())
+    run.epoch()
+    live = [p.detach().clone() for p in run.average.params]
+    run.result()
+    assert all(torch.equal(p, a) for p, a in zip(run.average.params, run.average.average,
+                                                   strict=True))
+    assert not all(torch.equal(p, a) for p, a in zip(live, run.average.average, strict=True))
 
 
 def test_unseen_products_keep_their_content_vector() -> None:
