@@ -153,15 +153,16 @@ class WeightAverage:
         try:
             yield
         finally:
-            with torch.no_grad():
-                for param, value in zip(self.params, live, strict=True):
-                    param.copy_(value)
+            self._assign(live)
 
-    @torch.no_grad()
     def load(self) -> None:
         """Put the averaged weights in place of the live ones, for good."""
-        for param, average in zip(self.params, self.average, strict=True):
-            param.copy_(average)
+        self._assign(self.average)
+
+    @torch.no_grad()
+    def _assign(self, values: list[torch.Tensor]) -> None:
+        for param, value in zip(self.params, values, strict=True):
+            param.copy_(value)
 
 
 class Training:
