@@ -191,6 +191,29 @@ def test_auto_loss_is_sampled_only_where_the_catalogue_dwarfs_the_negatives() ->
                      space=[Candidate("configured", {})])
         assert tuned.settings is not None and tuned.settings.loss == loss
 
+def test_the_full_softmax_goes_first_where_the_budget_affords_it() -> None:
+    """Where ``auto`` took the sampled loss, a few timed steps of the full softmax decide the
+    order: with time for ``FULL_FIRST_EPOCHS`` epochs of it (search and refit), ``full`` is
+    tried first and the chosen settings name it; without, it stays after ``configured``; a
+    configured ``sampled`` keeps ``configured`` first whatever the budget."""
+    features, sequences = cycle_data()  # 48 products: sampled with 11 negatives
+    train, _, valid = holdout_last(sequences)
+    space = [Candidate("configured", {}), Candidate("full", {"loss": "full"})]
+
+    def order(budget: float, **overrides: object) -> list[str]:
+        settings = TrainSettings(**{**SMALL, "negatives": 11, "win_z": 0.0, **overrides})
+        tuned = tune(features, train, valid, settings, TOWER, UNTRAINED_TOWER,
+                     UserSettings(), budget_minutes=budget, space=space)
+        if tuned.candidates[1].epochs_run:
+            assert tuned.settings is not None
+            assert tuned.settings.loss == tuned.chosen.overrides.get("loss", "sampled")
+        return [c.name for c in tuned.candidates]
+
+    assert order(5) == [UNTRAINED, "full", "configured"]
+    assert order(1e-9) == [UNTRAINED, "configured", "full"]
+    assert order(5, loss="sampled") == [UNTRAINED, "configured", "full"]
+
+
 def test_refit_trains_products_seen_only_as_validation_targets() -> None:
     """Product 5 is only ever some users' last event (a validation target): the search's
     model never trained it (no ID embedding), the refit on every event did."""

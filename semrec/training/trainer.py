@@ -230,9 +230,8 @@ class Training:
                                            weight_decay=settings.weight_decay)
         self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimiser,
                                                                settings.lr_decay)
-        steps = -(-len(self.examples) // settings.batch_size)  # an epoch's
         self.average = (WeightAverage([p for g in groups for p in g["params"]],
-                                      settings.average_epochs, steps)
+                                      settings.average_epochs, self.steps)
                         if settings.average_epochs > 0 else None)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"recall": -1.0, "epoch": 0, "boost": 0.0, "state": None}
@@ -295,6 +294,24 @@ class Training:
                 or number - self.best["epoch"] >= self.settings.patience):
             self.done = True
         return row
+
+    def step_seconds(self, steps: int = 3) -> float:
+        """Seconds an optimiser step of this run takes here: the mean of ``steps`` steps
+        after one that warms up. They train the run, so time a run that is then dropped."""
+        batches = _batches(self.examples, self.settings.batch_size, self.rng)[:steps + 1]
+        started = time.perf_counter()
+        for n, batch in enumerate(batches):
+            if n == 1:
+                started = time.perf_counter()
+            _step([self.examples[i] for i in batch], [self.weights[i] for i in batch],
+                  self.items, self.users, self.task, self.optimiser, self.generator,
+                  self.settings.repeats)
+        return (time.perf_counter() - started) / max(len(batches) - 1, 1)
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps in an epoch."""
+        return -(-len(self.examples) // self.settings.batch_size)
 
     def to_end(self) -> TrainResult:
         """Epochs until ``done`` or the time budget (``max_minutes``), then ``result``."""

@@ -10,7 +10,11 @@ content heads only, no ID embeddings, a lower learning rate, stronger regularisa
 and the other loss: the full softmax second where ``[train] loss`` came out sampled, the
 sampled one last where it came out full), each trained with early stopping on the validation
 recall@10 and kept at its best epoch, in batches small enough for an epoch of at least
-``MIN_STEPS`` steps (``steps_batch``: small shops).
+``MIN_STEPS`` steps (``steps_batch``: small shops). Where ``auto`` came out sampled, a few
+steps of the full softmax are timed first (``full_epoch_seconds``), and if the budget affords
+``FULL_FIRST_EPOCHS`` epochs of it, search and refit together, ``full`` is tried first: on a
+fast enough machine the exact loss beats the sampled one within the budget; on a slow one the
+sampled loss's cheaper epochs are what reach a good model.
 
 The search is bounded by a time budget (``[train] max_minutes``) that includes the refit:
 before every epoch it checks that the epoch and the refit of the best candidate so far still
@@ -66,6 +70,10 @@ BOOST_NATS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 #: Bounds on the share of products with events held out of the search as the cold group.
 COLD_SHARE = (0.02, 0.1)
 UNTRAINED = "untrained"
+#: Where ``loss = "auto"`` came out sampled, the full softmax is tried first if the budget
+#: affords this many epochs of it, search and refit together: on amazon-games' validation
+#: it passed the sampled loss's best from its third epoch (docs/training.md, ninth session).
+FULL_FIRST_EPOCHS = 3
 #: An epoch has at least this many optimiser steps (``steps_batch``), batches no smaller
 #: than ``MIN_BATCH`` sequences.
 MIN_STEPS, MIN_BATCH = 50, 32
@@ -213,6 +221,7 @@ def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
     type, as ``valid``'s histories weigh theirs); ``tower`` is the trained item tower's
     config (its ``dim`` replaced by each candidate's), ``untrained`` the initial one.
     ``budget_minutes`` (default ``base.max_minutes``) bounds the search and the refit."""
+    auto = base.loss == "auto"
     base = resolve_loss(base, _products_with_events(sequences))
     if space is None:
         space = candidates(base, tower.text_dim, any(len(np.unique(s)) < len(s)
@@ -222,13 +231,14 @@ def tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
     with torch_threads(base.threads):
         return _tune(features, sequences, valid, base, tower, untrained, user,
                      (budget_minutes or base.max_minutes) * 60, progress or TuneProgress(),
-                     space, weights)
+                     space, weights, auto)
 
 
 def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation,
           base: TrainSettings, tower: ItemTowerConfig, untrained: ItemTowerConfig,
           user: UserSettings, budget: float, progress: TuneProgress,
-          space: list[Candidate], weights: list[np.ndarray] | None) -> TuneResult:
+          space: list[Candidate], weights: list[np.ndarray] | None,
+          auto: bool = False) -> TuneResult:
     started = time.perf_counter()
     valid = valid.sample(base.valid_users, base.seed)
     train, train_weights, cold = hold_out_cold(sequences, weights, len(features), base.seed)
@@ -244,12 +254,25 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
     model: TrainResult | None = None
     runs: dict[str, float] = {}  # seconds per epoch seen, per candidate
 
+    # where ``auto`` took the sampled loss (a large catalogue), time the full softmax: it
+    # goes first if the budget affords FULL_FIRST_EPOCHS epochs of it, search and refit
+    full = next((i for i in space if i.overrides.get("loss") == "full"), None)
+    probe = None
+    if auto and base.loss == "sampled" and full is not None:
+        probe = full_epoch_seconds(features, train, base, full, tower, user,
+                                   train_weights) + zero.seconds
+        affords = FULL_FIRST_EPOCHS * probe * (1 + positions / tuned_positions)
+        if affords <= budget - (time.perf_counter() - started):
+            space = [full, *(idea for idea in space if idea is not full)]
+
     def refit_seconds(best: Scored) -> float:
         return best.epochs * best.seconds_per_epoch * positions / tuned_positions
 
     def epoch_guess(idea: Candidate) -> float:
         if idea.name in runs:
             return runs[idea.name]
+        if idea is full and probe is not None:
+            return probe
         guess = max(runs.values()) if runs else 0.0
         if idea.overrides.get("loss") == "full" and base.loss == "sampled":
             guess *= max(trained / max(base.negatives, 1), 1.0)  # a step scores every product
@@ -325,6 +348,18 @@ def steps_batch(base: TrainSettings, overrides: dict[str, Any],
     n = sum(1 for s in sequences if len(s) >= 2)
     size = max(MIN_BATCH, n // MIN_STEPS)
     return {"batch_size": size} if size < base.batch_size else {}
+
+
+def full_epoch_seconds(features: ItemFeatures, train: list[np.ndarray], base: TrainSettings,
+                       full: Candidate, tower: ItemTowerConfig, user: UserSettings,
+                       weights: list[np.ndarray] | None) -> float:
+    """Seconds an epoch of ``full`` (the full softmax) would train for here: a few steps of a
+    run that is then dropped, timed (``Training.step_seconds``), times an epoch's steps."""
+    settings = base.model_copy(update={**full.overrides,
+                                       **steps_batch(base, full.overrides, train)})
+    run = Training(features, train, settings, replace(tower, dim=settings.dim), user,
+                   Validation([], np.zeros(0, np.int64)), weights=weights)
+    return run.step_seconds() * run.steps
 
 
 def paired_z(hits: np.ndarray | None, baseline: np.ndarray | None) -> float:
