@@ -4,7 +4,7 @@ by epoch on a dataset's evaluation split.
 Splits the dataset as ``semrec evaluate`` does (``--split``, ``--cold-items``), takes the
 validation phase's training events, holds out the search's cold products
 (``tuning.hold_out_cold``), samples ``[train] valid_users`` validation users and shrinks
-the batch for a small shop (``tuning.steps_batch``), as ``tuning.tune`` does; then trains
+the batch for a small shop (``tuning.searched``), as ``tuning.tune`` does; then trains
 ``[train]`` plus the variant's ``key=value`` overrides with ``fit``'s loop and prints each
 epoch. Nothing is read from the test targets. Text features come from an evaluation's data
 directory (``semrec evaluate --workdir W``: the catalog's features cached there; image
@@ -37,7 +37,7 @@ from semrec.towers import ItemTowerConfig
 from semrec.towers.sequential import user_vectors
 from semrec.training import Validation, load_home
 from semrec.training.trainer import Progress, Training, history_window, torch_threads, valid_ranks
-from semrec.training.tuning import hold_out_cold, steps_batch
+from semrec.training.tuning import hold_out_cold, searched
 
 
 class Epochs(Progress):
@@ -96,7 +96,7 @@ def main() -> None:
     valid = Validation([sequences[u] for u in split.valid.users],
                        split.valid.targets).sample(settings.valid_users, settings.seed)
     sequences, _, held = hold_out_cold(sequences, None, len(features), settings.seed)
-    settings = settings.model_copy(update=steps_batch(settings, {}, sequences))  # as searched
+    settings = searched(settings, {}, sequences)
 
     tower = ItemTowerConfig(text_dim=features.text.shape[1], image_dim=512, dim=settings.dim,
                             seed=settings.seed)

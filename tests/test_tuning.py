@@ -191,6 +191,7 @@ def test_auto_loss_is_sampled_only_where_the_catalogue_dwarfs_the_negatives() ->
                      space=[Candidate("configured", {})])
         assert tuned.settings is not None and tuned.settings.loss == loss
 
+
 def test_the_full_softmax_goes_first_where_the_budget_affords_it() -> None:
     """Where ``auto`` took the sampled loss, a few timed steps of the full softmax decide the
     order: with time for ``FULL_FIRST_EPOCHS`` epochs of it (search and refit), ``full`` is

@@ -265,9 +265,7 @@ class Training:
         self.users.train()
         losses = []
         for batch in batches:
-            loss = _step([self.examples[i] for i in batch], [self.weights[i] for i in batch],
-                         self.items, self.users, self.task, self.optimiser, self.generator,
-                         self.settings.repeats)
+            loss = self._step(batch)
             losses.append(loss)
             if self.average is not None:
                 self.average.update()
@@ -303,10 +301,14 @@ class Training:
         for n, batch in enumerate(batches):
             if n == 1:
                 started = time.perf_counter()
-            _step([self.examples[i] for i in batch], [self.weights[i] for i in batch],
-                  self.items, self.users, self.task, self.optimiser, self.generator,
-                  self.settings.repeats)
+            self._step(batch)
         return (time.perf_counter() - started) / max(len(batches) - 1, 1)
+
+    def _step(self, batch: np.ndarray) -> float:
+        """One optimiser step on the examples ``batch`` indexes; its loss."""
+        return _step([self.examples[i] for i in batch], [self.weights[i] for i in batch],
+                     self.items, self.users, self.task, self.optimiser, self.generator,
+                     self.settings.repeats)
 
     @property
     def steps(self) -> int:

@@ -288,8 +288,7 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
         if elapsed + epoch_guess(idea) + refit_seconds(leader) > budget:
             stop = True
             continue
-        settings = base.model_copy(update={**idea.overrides,
-                                           **steps_batch(base, idea.overrides, train)})
+        settings = searched(base, idea.overrides, train)
         progress.candidate(idea.name, idea.overrides)
         boosts = tuple(b * settings.temperature for b in BOOST_NATS)
         run = Training(features, train, settings, replace(tower, dim=settings.dim), user,
@@ -323,9 +322,8 @@ def _tune(features: ItemFeatures, sequences: list[np.ndarray], valid: Validation
     if leader is not zero and z < base.win_z:  # not a clear win: keep the untrained model
         leader, model = zero, None
     chosen_settings = (None if leader.name == UNTRAINED
-                       else base.model_copy(update={**leader.overrides,
-                                                    **steps_batch(base, leader.overrides, train),
-                                                    "epochs": leader.epochs}))
+                       else searched(base, leader.overrides, train).model_copy(
+                           update={"epochs": leader.epochs}))
     return TuneResult(results, leader, chosen_settings, valid, int(cold.sum()),
                       int(cold_users.sum()), time.perf_counter() - started, budget, model,
                       round(z, 3))
@@ -350,15 +348,26 @@ def steps_batch(base: TrainSettings, overrides: dict[str, Any],
     return {"batch_size": size} if size < base.batch_size else {}
 
 
+def searched(base: TrainSettings, overrides: dict[str, Any],
+             train: list[np.ndarray]) -> TrainSettings:
+    """``base`` with a candidate's ``overrides``, in the batches ``steps_batch`` gives it:
+    the settings the search trains that candidate with."""
+    return base.model_copy(update={**overrides, **steps_batch(base, overrides, train)})
+
+
+def no_validation() -> Validation:
+    """No validation users: a run that trains without scoring (a refit, a timing)."""
+    return Validation([], np.zeros(0, np.int64))
+
+
 def full_epoch_seconds(features: ItemFeatures, train: list[np.ndarray], base: TrainSettings,
                        full: Candidate, tower: ItemTowerConfig, user: UserSettings,
                        weights: list[np.ndarray] | None) -> float:
     """Seconds an epoch of ``full`` (the full softmax) would train for here: a few steps of a
     run that is then dropped, timed (``Training.step_seconds``), times an epoch's steps."""
-    settings = base.model_copy(update={**full.overrides,
-                                       **steps_batch(base, full.overrides, train)})
+    settings = searched(base, full.overrides, train)
     run = Training(features, train, settings, replace(tower, dim=settings.dim), user,
-                   Validation([], np.zeros(0, np.int64)), weights=weights)
+                   no_validation(), weights=weights)
     return run.step_seconds() * run.steps
 
 
@@ -483,9 +492,8 @@ def refit(features: ItemFeatures, sequences: list[np.ndarray], tuned: TuneResult
     if tuned.settings is None:
         return None
     settings = tuned.settings.model_copy(update={"max_minutes": 24 * 60.0})
-    empty = Validation([], np.zeros(0, np.int64))
     result = fit(features, sequences, settings, replace(tower, dim=settings.dim), user,
-                 valid=empty, progress=progress, weights=weights)
+                 valid=no_validation(), progress=progress, weights=weights)
     result.metrics.update({f"valid_recall@{RECALL_K}": tuned.chosen.recall,
                            f"valid_recall@{RECALL_K}_untrained": tuned.candidates[0].recall,
                            "best_epoch": tuned.chosen.epochs, "refit": True})
